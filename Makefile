@@ -1,0 +1,43 @@
+# The newcomer's whole set-up: `make demo` and `make test`. Everything is built from nothing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: all test lint demo deps mosquitto clean bench
+
+all: test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+deps: $(STAMP) mosquitto
+
+# Tests start their own private Mosquitto; install it from Debian's packages when it is missing.
+mosquitto:
+	@if ! command -v mosquitto >/dev/null 2>&1 && ! test -x /usr/sbin/mosquitto; then \
+		echo "mosquitto not found: installing it from Debian's packages"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto mosquitto-clients; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway drivers policies provisioning simulators tests bench
+	$(BIN)/mypy
+
+test: deps lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: deps
+	$(BIN)/edgegw demo $(DEMO_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/modbus_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

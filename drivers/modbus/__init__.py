@@ -1,0 +1,1 @@
+"""Modbus RTU/TCP: register maps, an I/O-free codec and request planner, and the async bus."""

@@ -1,0 +1,477 @@
+"""The config file: YAML -> typed, validated models (DESIGN.md 4.2 is the contract).
+
+Every problem is reported with the file, the line where YAML has one, and the field path:
+``examples/street.yaml:31: devices[2].points[0].type: 'flaot32' is not one of bool, int16, ...``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from drivers.modbus.planner import DEFAULT_MAX_GAP, PlanError, plan_device
+from drivers.modbus.registers import DataType, Order, PointSpec, Table
+from gateway.errors import ConfigError
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------- gateway
+class Location(_Model):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(
+                f"unknown time zone {v!r} (use an IANA name like Europe/Paris)") from err
+        return v
+
+
+class GatewayCfg(_Model):
+    id: str = Field(pattern=NAME_RE, max_length=64)
+    site: str = ""
+    groups: list[Annotated[str, Field(pattern=NAME_RE)]] = []
+    location: Location | None = None
+    has_rtc: bool = False   # a battery-backed clock: time counts as trusted from boot
+
+
+# ------------------------------------------------------------------------------------------ mqtt
+class TlsCfg(_Model):
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure_skip_verify: Literal[False] = False   # there is no switch to turn checks off
+
+
+MQTT_URL_RE = r"^mqtts?://[^\s/:]+(:\d{1,5})?/?$"
+
+
+class MqttCfg(_Model):
+    url: Annotated[str, Field(pattern=MQTT_URL_RE)] | list[
+        Annotated[str, Field(pattern=MQTT_URL_RE)]] = "mqtt://127.0.0.1:1883"
+    topic_prefix: str = Field(default="city/v1", pattern=r"^[^#+\s]+$")
+    tls: TlsCfg | None = None
+    client_id: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    max_inflight: int = Field(default=20, ge=1, le=1000)
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.url] if isinstance(self.url, str) else list(self.url)
+
+
+class TelemetryCfg(_Model):
+    batch_interval: float = Field(default=5.0, gt=0, le=3600)
+    max_batch_points: int = Field(default=2000, ge=1, le=100_000)
+    compression: Literal["zstd", "zlib", "none"] = "zstd"
+
+
+class StoreCfg(_Model):
+    path: str = "/var/lib/edgegw/store.db"
+    max_mb: float = Field(default=256, gt=0)
+
+
+# ----------------------------------------------------------------------------------------- buses
+class _BusBase(_Model):
+    name: str = Field(pattern=NAME_RE)
+    timeout: float = Field(default=1.0, gt=0, le=60)
+    retries: int = Field(default=1, ge=0, le=10)
+
+
+class ModbusRtuBus(_BusBase):
+    type: Literal["modbus-rtu"]
+    port: str
+    baudrate: int = Field(default=9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+
+class ModbusTcpBus(_BusBase):
+    type: Literal["modbus-tcp"]
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+
+
+class SerialBus(_BusBase):
+    type: Literal["serial"]
+    port: str
+    baudrate: int = Field(default=9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    protocol: Literal["sds011", "nmea", "lines"]
+    pattern: str | None = None          # `lines`: a regex with named groups
+    device: str | None = None           # the device name the samples are reported under
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as err:
+                raise ValueError(f"not a valid regular expression: {err}") from err
+        return v
+
+
+Bus = Annotated[ModbusRtuBus | ModbusTcpBus | SerialBus, Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------------------- devices
+class PointCfg(_Model):
+    name: str = Field(pattern=NAME_RE)
+    table: Table
+    address: int = Field(ge=0, le=65535)
+    type: DataType
+    length: int | None = Field(default=None, ge=1, le=125)
+    bit: int | None = Field(default=None, ge=0, le=15)
+    byte_order: Order = Order.BIG
+    word_order: Order = Order.BIG
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str | None = None
+    writable: bool = False
+    deadband: float | None = Field(default=None, ge=0)
+    poll: float | None = Field(default=None, gt=0)
+    min: float | None = None
+    max: float | None = None
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("scale must not be 0")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PointCfg:
+        if self.table.is_bits and self.type is not DataType.BOOL:
+            raise ValueError(f"a {self.table} point must have type bool, not {self.type}")
+        if self.type is DataType.STRING and self.length is None:
+            raise ValueError("a string point needs `length` (in registers)")
+        if self.bit is not None and (self.type is not DataType.BOOL or self.table.is_bits):
+            raise ValueError("`bit` is only for bool points in holding or input registers")
+        if self.writable and not self.table.is_writable:
+            raise ValueError(f"a {self.table} point cannot be writable (read-only table)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.address + self.spec().width - 1 > 65535:
+            raise ValueError("the point runs past register 65535")
+        return self
+
+    def spec(self) -> PointSpec:
+        return PointSpec(
+            name=self.name, table=self.table, address=self.address, type=self.type,
+            length=self.length, bit=self.bit, byte_order=self.byte_order,
+            word_order=self.word_order, scale=self.scale, offset=self.offset, unit=self.unit,
+            writable=self.writable, deadband=self.deadband, poll=self.poll, min=self.min,
+            max=self.max,
+        )
+
+
+class DeviceCfg(_Model):
+    name: str = Field(pattern=NAME_RE)
+    bus: str
+    unit: int = Field(default=1, ge=0, le=247)
+    poll: float = Field(default=10.0, gt=0, le=86400)
+    profile: str | None = None
+    points: list[PointCfg] = []
+    max_gap: int = Field(default=DEFAULT_MAX_GAP, ge=0, le=124)
+    enabled: bool = True
+
+    def specs(self) -> tuple[PointSpec, ...]:
+        return tuple(p.spec() for p in self.points)
+
+
+class Config(_Model):
+    gateway: GatewayCfg
+    mqtt: MqttCfg = MqttCfg()
+    telemetry: TelemetryCfg = TelemetryCfg()
+    store: StoreCfg = StoreCfg()
+    buses: list[Bus] = []
+    devices: list[DeviceCfg] = []
+    lighting: dict[str, Any] | None = None
+    alerts: dict[str, Any] | list[Any] | None = None
+    commands: dict[str, Any] | None = None
+
+    # where the file came from (not a config key)
+    source: str = Field(default="<config>", exclude=True)
+
+    def bus(self, name: str) -> ModbusRtuBus | ModbusTcpBus | SerialBus:
+        for b in self.buses:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def device(self, name: str) -> DeviceCfg:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def digest(self) -> str:
+        """A short hash of the effective config, reported in the birth message."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------- profiles
+def builtin_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(ref: str, *, base_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The raw point list of a profile: ``builtin:NAME`` or a path (relative to the config)."""
+    if ref.startswith("builtin:"):
+        name = ref.split(":", 1)[1]
+        path = PROFILE_DIR / f"{name}.yaml"
+        if not path.is_file():
+            raise ValueError(
+                f"unknown builtin profile {name!r} (builtin: {', '.join(builtin_profiles())})")
+    else:
+        path = Path(ref)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise ValueError(f"profile file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"profile {ref!r} is not valid YAML: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+        raise ValueError(f"profile {ref!r} must be a mapping with a `points:` list")
+    return list(data["points"])
+
+
+# ----------------------------------------------------------------------------------- loading
+def _fmt_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    # pydantic puts the union tag (`modbus-rtu`) or a function name in the path: drop them
+    return tuple(p for p in loc if isinstance(p, int) or (
+        not p.startswith(("function-", "union[", "list[", "constrained-str"))
+        and p not in ("modbus-rtu", "modbus-tcp", "serial", "str")
+    ))
+
+
+def _describe(err: dict[str, Any]) -> str:
+    typ = err.get("type", "")
+    inp = err.get("input")
+    ctx = err.get("ctx") or {}
+    if typ == "enum":
+        expected = str(ctx.get("expected", "")).replace("'", "")
+        expected = re.sub(r"\s+or\s+", ", ", expected)
+        return f"{inp!r} is not one of {expected}"
+    if typ == "literal_error":
+        expected = str(ctx.get("expected", "")).replace(" or ", ", ")
+        return f"{inp!r} is not one of {expected}"
+    if typ == "extra_forbidden":
+        return "unknown key (check its spelling against docs/configuration.md)"
+    if typ == "missing":
+        return "required key is missing"
+    if typ == "union_tag_invalid":
+        return f"type {ctx.get('tag')!r} is not one of {ctx.get('expected_tags')}"
+    if typ == "union_tag_not_found":
+        return "`type:` is missing (one of modbus-rtu, modbus-tcp, serial)"
+    if typ == "string_pattern_mismatch":
+        return f"{inp!r} has an invalid form (expected to match {ctx.get('pattern')})"
+    msg = str(err.get("msg", "invalid"))
+    msg = msg.removeprefix("Value error, ")
+    if inp is not None and not isinstance(inp, (dict, list)) and typ not in ("value_error",):
+        return f"{msg} (got {inp!r})"
+    return msg
+
+
+class _Lines:
+    """Field path -> line number, from YAML's node tree."""
+
+    def __init__(self, text: str) -> None:
+        try:
+            self.root: yaml.Node | None = yaml.compose(text)
+        except yaml.YAMLError:
+            self.root = None
+
+    def line(self, loc: tuple[int | str, ...]) -> int | None:
+        node = self.root
+        best = None
+        for part in loc:
+            if node is None:
+                break
+            best = node.start_mark.line + 1
+            if isinstance(node, yaml.MappingNode):
+                nxt = None
+                for k, v in node.value:
+                    if isinstance(k, yaml.ScalarNode) and k.value == part:
+                        best = k.start_mark.line + 1
+                        nxt = v
+                        break
+                node = nxt
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                node = node.value[part] if part < len(node.value) else None
+            else:
+                node = None
+        if node is not None:
+            best = node.start_mark.line + 1
+        return best
+
+
+def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Parse and validate config text. Raises ConfigError naming every problem found."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise ConfigError(source, [(where, f"not valid YAML: {err}")]) from err
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [("", "the config must be a YAML mapping (key: value)")])
+    lines = _Lines(text)
+
+    def at(loc: tuple[int | str, ...]) -> str:
+        ln = lines.line(loc)
+        path = _fmt_loc(loc)
+        return f"line {ln}: {path}" if ln else path
+
+    # resolve profiles: profile points first, inline points override by name or extend
+    problems: list[tuple[str, str]] = []
+    devices = raw.get("devices")
+    if isinstance(devices, list):
+        for i, dev in enumerate(devices):
+            if not isinstance(dev, dict) or not dev.get("profile"):
+                continue
+            try:
+                prof_points = load_profile(str(dev["profile"]), base_dir=base_dir)
+            except ValueError as err:
+                problems.append((at(("devices", i, "profile")), str(err)))
+                continue
+            inline = dev.get("points") or []
+            if not isinstance(inline, list):
+                continue
+            names = {p.get("name") for p in inline if isinstance(p, dict)}
+            dev["points"] = [p for p in prof_points if p.get("name") not in names] + inline
+            dev["_profile_count"] = len(prof_points)
+    if problems:
+        raise ConfigError(source, problems)
+
+    # strip bookkeeping before validation; keep counts for error positions of profile points
+    profile_counts: dict[int, int] = {}
+    if isinstance(devices, list):
+        for i, dev in enumerate(devices):
+            if isinstance(dev, dict) and "_profile_count" in dev:
+                profile_counts[i] = dev.pop("_profile_count")
+    try:
+        cfg = Config.model_validate({**raw, "source": source})
+    except ValidationError as err:
+        for e in err.errors():
+            loc = _clean_loc(tuple(e["loc"]))
+            problems.append((at(loc), _describe(dict(e))))
+        raise ConfigError(source, problems) from None
+    problems.extend(_cross_check(cfg))
+    if problems:
+        raise ConfigError(source, [(at(_parse_path(path)), msg) for path, msg in problems])
+    return cfg
+
+
+def _parse_path(path: str) -> tuple[int | str, ...]:
+    out: list[int | str] = []
+    for name, idx in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        out.append(int(idx) if idx else name)
+    return tuple(out)
+
+
+def _cross_check(cfg: Config) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    bus_names: dict[str, int] = {}
+    for i, b in enumerate(cfg.buses):
+        if b.name in bus_names:
+            problems.append((f"buses[{i}].name", f"bus name {b.name!r} is used twice"))
+        bus_names[b.name] = i
+        if isinstance(b, SerialBus) and b.protocol == "lines" and not b.pattern:
+            problems.append((f"buses[{i}].pattern",
+                             "protocol `lines` needs a `pattern` with named groups"))
+    seen_dev: set[str] = set()
+    seen_unit: dict[tuple[str, int], str] = {}
+    for i, d in enumerate(cfg.devices):
+        where = f"devices[{i}]"
+        if d.name in seen_dev:
+            problems.append((f"{where}.name", f"device name {d.name!r} is used twice"))
+        seen_dev.add(d.name)
+        if d.bus not in bus_names:
+            known = ", ".join(bus_names) or "none defined"
+            problems.append((f"{where}.bus", f"no bus named {d.bus!r} (buses: {known})"))
+            continue
+        bus = cfg.buses[bus_names[d.bus]]
+        if isinstance(bus, SerialBus):
+            continue
+        key = (d.bus, d.unit)
+        if key in seen_unit and d.enabled:
+            problems.append((f"{where}.unit",
+                             f"unit {d.unit} on bus {d.bus} is already used by {seen_unit[key]}"))
+        seen_unit[key] = d.name
+        if not d.points:
+            problems.append((f"{where}", "the device has no points (give `profile:` or `points:`)"))
+        names: set[str] = set()
+        for j, p in enumerate(d.points):
+            if p.name in names:
+                problems.append((f"{where}.points[{j}].name",
+                                 f"point name {p.name!r} is used twice in {d.name}"))
+            names.add(p.name)
+        try:
+            plan_device(d.specs(), default_period=d.poll, max_gap=d.max_gap)
+        except PlanError as err:
+            problems.append((f"{where}.points", str(err)))
+    return problems
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and validate a config file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ConfigError(str(path), [("", f"cannot read the config: {err.strerror}")]) from err
+    return parse_config(text, source=str(path), base_dir=p.parent)
+
+
+def config_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema()
+    schema.get("properties", {}).pop("source", None)
+    schema["title"] = "edgegw configuration"
+    return schema

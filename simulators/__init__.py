@@ -1,0 +1,1 @@
+"""Simulated field devices (the other side of every driver). Imported by the CLI and tests only."""
