@@ -82,6 +82,10 @@ class MqttCfg(_Model):
     password_file: str | None = None
     keepalive: int = Field(default=30, ge=5, le=3600)
     max_inflight: int = Field(default=20, ge=1, le=1000)
+    reconnect_min: float = Field(default=1.0, gt=0, le=600)    # first retry delay, seconds
+    reconnect_max: float = Field(default=60.0, gt=0, le=3600)  # backoff cap, seconds
+    connect_timeout: float = Field(default=10.0, gt=0, le=120)
+    replay_rate: float = Field(default=50_000, gt=0)           # points/s when draining a backlog
 
     @property
     def urls(self) -> list[str]:

@@ -215,7 +215,10 @@ def encode(point: PointSpec, value: Value) -> list[int]:
     raw: float = (value - point.offset) / point.scale
     code, _ = _STRUCT[point.type]
     if point.type in INT_RANGES:
-        iraw = round(raw)
+        if isinstance(value, int) and point.scale == 1 and point.offset == int(point.offset):
+            iraw = value - int(point.offset)     # exact: no float round trip for 64-bit ints
+        else:
+            iraw = round(raw)
         lo, hi = INT_RANGES[point.type]
         if not lo <= iraw <= hi:
             raise WriteRejected(f"{where}: {value} does not fit in {point.type} (raw {iraw})")

@@ -1,0 +1,261 @@
+"""The MQTT link: one connection to the broker, kept up by its own task.
+
+aiomqtt does not reconnect by itself. The link task runs the loop explicitly::
+
+    DISCONNECTED --connect--> CONNECTED --error/broker gone--> BACKOFF --delay--> DISCONNECTED
+                                                                     (next URL in turn)
+
+Each attempt uses a fresh client (no session state hidden in paho), tries the configured broker
+URLs in turn, and waits a jittered, capped, exponential delay between failures, so that a
+district of gateways coming back from a power cut does not reconnect in lockstep. The first
+attempt after start is jittered too. `publish()` returns only when the broker acknowledged the
+message (PUBACK for QoS 1), which is what the store waits for before deleting anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from urllib.parse import urlparse
+
+import aiomqtt
+
+from gateway.config import MqttCfg
+from gateway.errors import ConfigError, LinkError
+
+log = logging.getLogger("edgegw.link")
+
+OnConnect = Callable[["MqttLink"], Awaitable[None]]
+OnMessage = Callable[[str, bytes], Awaitable[None]]
+
+
+class LinkState(Enum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+def check_secret_file(path: str | Path, *, what: str) -> Path:
+    """A key must exist and be readable by its owner only (0600 or stricter)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as err:
+        raise ConfigError(str(p), [("", f"{what}: cannot read: {err.strerror}")]) from err
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(str(p), [("", (
+            f"{what} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"run: chmod 600 {p}"))])
+    return p
+
+
+def tls_context(cfg: MqttCfg) -> ssl.SSLContext | None:
+    """Certificate checks always on; a client certificate when configured."""
+    if cfg.tls is None:
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.tls.ca) if cfg.tls.ca else (
+        ssl.create_default_context())
+    if cfg.tls.cert or cfg.tls.key:
+        if not (cfg.tls.cert and cfg.tls.key):
+            raise ConfigError("mqtt.tls", [("mqtt.tls", "give both `cert` and `key`")])
+        key = check_secret_file(cfg.tls.key, what="mqtt.tls.key")
+        ctx.load_cert_chain(cfg.tls.cert, str(key))
+    return ctx
+
+
+def _password(cfg: MqttCfg) -> str | None:
+    if not cfg.password_file:
+        return None
+    p = check_secret_file(cfg.password_file, what="mqtt.password_file")
+    return p.read_text().strip()
+
+
+class MqttLink:
+    """Keeps one MQTT connection up; publish waits for the broker's acknowledgement."""
+
+    def __init__(
+        self,
+        cfg: MqttCfg,
+        *,
+        client_id: str,
+        will: Will | None = None,
+        subscriptions: list[str] | None = None,
+        on_connect: OnConnect | None = None,
+        on_message: OnMessage | None = None,
+        first_attempt_jitter: float = 0.0,
+    ) -> None:
+        self.cfg = cfg
+        self.client_id = client_id
+        self.will = will
+        self.subscriptions = list(subscriptions or [])
+        self._on_connect = on_connect
+        self._on_message = on_message
+        self._first_jitter = first_attempt_jitter
+        self.state = LinkState.DISCONNECTED
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self.url_index = 0
+        self.last_error: str | None = None
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._tls = tls_context(cfg)
+        self._password = _password(cfg)
+        self._closed = False
+        self._lost = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return self.cfg.urls[self.url_index % len(self.cfg.urls)]
+
+    async def __aenter__(self) -> MqttLink:
+        self._task = asyncio.create_task(self._run(), name="mqtt-link")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self, *, goodbye: bytes | None = None) -> None:
+        """Disconnect; with `goodbye`, first publish it on the will topic (a clean offline)."""
+        if self._closed:
+            return
+        if goodbye is not None and self.will is not None and self.connected.is_set():
+            with contextlib.suppress(LinkError, TimeoutError):
+                await asyncio.wait_for(self.publish(self.will.topic, goodbye, retain=True), 2.0)
+        self._closed = True
+        self.state = LinkState.CLOSED
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.connected.clear()
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
+                      retain: bool = False) -> None:
+        """Publish and wait for PUBACK; LinkError if the link is down or drops meanwhile."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise LinkError("mqtt: not connected")
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain,
+                                 timeout=self.cfg.connect_timeout)
+        except aiomqtt.MqttError as err:
+            self._lost.set()
+            raise LinkError(f"mqtt {self.url}: publish to {topic} failed: {err}") from err
+
+    def _make_client(self, url: str) -> aiomqtt.Client:
+        u = urlparse(url)
+        host = u.hostname or "127.0.0.1"
+        port = u.port or (8883 if u.scheme == "mqtts" else 1883)
+        tls = self._tls if u.scheme == "mqtts" else None
+        if u.scheme == "mqtts" and tls is None:
+            tls = ssl.create_default_context()
+        will = None
+        if self.will is not None:
+            will = aiomqtt.Will(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
+        return aiomqtt.Client(
+            host, port, identifier=self.client_id, username=self.cfg.username,
+            password=self._password, will=will, clean_session=True,
+            keepalive=self.cfg.keepalive, timeout=self.cfg.connect_timeout,
+            max_inflight_messages=self.cfg.max_inflight, tls_context=tls,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            logger=logging.getLogger("edgegw.link.paho"),
+        )
+
+    def _backoff(self, failures: int) -> float:
+        base = min(self.cfg.reconnect_max, self.cfg.reconnect_min * 2 ** max(0, failures - 1))
+        return float(base * random.uniform(0.5, 1.5))
+
+    async def _run(self) -> None:
+        failures = 0
+        if self._first_jitter > 0:
+            await asyncio.sleep(random.uniform(0, self._first_jitter))
+        while not self._closed:
+            url = self.url
+            self.state = LinkState.CONNECTING
+            client = self._make_client(url)
+            try:
+                async with client:
+                    self._client = client
+                    self._lost.clear()
+                    for topic in self.subscriptions:
+                        await client.subscribe(topic, qos=1)
+                    self.state = LinkState.CONNECTED
+                    if failures or self.reconnects:
+                        log.info("mqtt: connected to %s", url)
+                    else:
+                        log.info("mqtt: connected to %s as %s", url, self.client_id)
+                    failures = 0
+                    self.last_error = None
+                    self.connected.set()
+                    if self._on_connect is not None:
+                        await self._on_connect(self)
+                    await self._serve(client)
+            except aiomqtt.MqttError as err:
+                self.last_error = str(err)
+                if self.state is LinkState.CONNECTED:
+                    log.warning("mqtt: connection to %s lost: %s", url, err)
+                elif failures == 0:
+                    log.warning("mqtt: cannot connect to %s: %s", url, err)
+            except LinkError as err:
+                self.last_error = str(err)
+                log.warning("%s", err)
+            finally:
+                was_connected = self.state is LinkState.CONNECTED
+                self.connected.clear()
+                self._client = None
+            if self._closed:
+                break
+            if was_connected:
+                self.reconnects += 1
+            failures += 1
+            if len(self.cfg.urls) > 1:
+                self.url_index += 1
+            self.state = LinkState.BACKOFF
+            await asyncio.sleep(self._backoff(failures))
+        self.state = LinkState.CLOSED
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """Deliver incoming messages until the connection drops."""
+        messages = client.messages
+        lost = asyncio.create_task(self._lost.wait(), name="mqtt-link-lost")
+        try:
+            while True:
+                nxt = asyncio.ensure_future(anext(messages))
+                done, _ = await asyncio.wait({nxt, lost}, return_when=asyncio.FIRST_COMPLETED)
+                if lost in done:
+                    nxt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await nxt
+                    raise LinkError(f"mqtt {self.url}: link lost while publishing")
+                msg = nxt.result()
+                if self._on_message is not None:
+                    payload = msg.payload if isinstance(msg.payload, bytes) else (
+                        str(msg.payload).encode())
+                    try:
+                        await self._on_message(str(msg.topic), payload)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:   # a handler bug must not take the link down
+                        log.exception("mqtt: handler for %s failed", msg.topic)
+        finally:
+            lost.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lost
+
