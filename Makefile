@@ -27,7 +27,7 @@ mosquitto:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway drivers policies provisioning simulators tests bench
+	$(BIN)/ruff check gateway drivers policies provisioning simulators tests $(wildcard bench)
 	$(BIN)/mypy
 
 test: deps lint
