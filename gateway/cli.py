@@ -83,11 +83,12 @@ def run(config: ConfigOpt, verbose: Annotated[bool, typer.Option("--verbose", "-
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Agent(cfg, log_samples=log_samples) as agent:
+        agent = Agent(cfg, log_samples=log_samples)
+        agent.on_event(lambda e: log.info("event %s %s %s", e.type, e.device or "",
+                                          json.dumps(e.detail)))
+        async with agent:
             log.info("gateway %s running: %d bus(es), %d device(s)", cfg.gateway.id,
                      len(agent.buses), len(cfg.devices))
-            agent.on_event(lambda e: log.info("event %s %s %s", e.type, e.device or "",
-                                              json.dumps(e.detail)))
             await agent.run(stop)
         log.info("stopped cleanly")
 
@@ -102,7 +103,7 @@ def simulate(spec: Annotated[Path, typer.Option("--spec", help="Simulator spec (
              verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run simulated devices (Modbus TCP/RTU, serial) from a spec file until stopped."""
     _setup_logging(verbose)
-    from simulators.runner import SpecError, run_spec  # type: ignore[import-not-found,unused-ignore]
+    from simulators.runner import SpecError, run_spec
 
     async def main() -> None:
         stop = asyncio.Event()

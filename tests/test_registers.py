@@ -44,7 +44,11 @@ def test_integers_round_trip_in_every_order(data: st.DataObject, typ: DataType, 
 @given(value=st.floats(allow_nan=False, allow_infinity=False, width=32), bo=ORDERS, wo=ORDERS)
 def test_float32_round_trip(value: float, bo: Order, wo: Order) -> None:
     p = spec(DataType.FLOAT32, byte_order=bo, word_order=wo)
-    assert decode(p, encode(p, value)) == value
+    decoded = decode(p, encode(p, value))
+    # the same float32, written as its shortest decimal (230.1, not 230.10000610351562)
+    assert isinstance(decoded, float)
+    assert struct.pack(">f", decoded) == struct.pack(">f", value)
+    assert len(repr(decoded)) <= len(repr(value))
 
 
 @given(value=st.floats(allow_nan=False, allow_infinity=False), bo=ORDERS, wo=ORDERS)
@@ -65,6 +69,11 @@ def test_word_and_byte_orders_match_known_layouts() -> None:
         p = spec(DataType.UINT32, byte_order=bo, word_order=wo)
         assert decode(p, regs) == 0x11223344, (bo, wo)
         assert encode(p, 0x11223344) == regs
+
+
+def test_float32_is_shown_as_its_shortest_decimal() -> None:
+    hi, lo = struct.unpack(">HH", struct.pack(">f", 230.1))
+    assert decode(spec(DataType.FLOAT32), [hi, lo]) == 230.1
 
 
 def test_float32_known_value_from_a_meter() -> None:

@@ -167,7 +167,21 @@ def decode_raw(point: PointSpec, regs: list[int]) -> int | float | str | bool:
         return data.split(b"\x00", 1)[0].decode("latin-1").rstrip(" ")
     code, _ = _STRUCT[point.type]
     raw: int | float = struct.unpack(">" + code, data)[0]
+    if point.type is DataType.FLOAT32:
+        raw = _shortest_float32(raw)
     return raw
+
+
+def _shortest_float32(x: float) -> float:
+    """The shortest decimal that is the same float32: 230.1 rather than 230.10000610351562."""
+    if not math.isfinite(x):
+        return x
+    packed = struct.pack(">f", x)
+    for digits in range(6, 10):
+        candidate = float(f"{x:.{digits}g}")
+        if struct.pack(">f", candidate) == packed:
+            return candidate
+    return x
 
 
 def decode(point: PointSpec, regs: list[int]) -> Value:
