@@ -7,16 +7,19 @@ problem), 1 any other failure. Errors become instructions here, once, at the edg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
+import aiomqtt
 import typer
 
 from gateway import __version__
+from gateway.codec import CommandRequest
 from gateway.config import (
     Config,
     ModbusRtuBus,
@@ -25,11 +28,16 @@ from gateway.config import (
     load_config,
 )
 from gateway.errors import ConfigError, GatewayError
+from gateway.platform.client import Broker, listen, new_request_id, send
+from gateway.platform.decoder import Decoder, format_line
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="edgegw: street-cabinet gateway for smart lighting and sensors.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect and validate configs.")
 app.add_typer(config_app, name="config")
+platform_app = typer.Typer(no_args_is_help=True,
+                           help="The city platform's side: listen, decode, send commands.")
+app.add_typer(platform_app, name="platform")
 
 log = logging.getLogger("edgegw")
 
@@ -120,6 +128,9 @@ def simulate(spec: Annotated[Path, typer.Option("--spec", help="Simulator spec (
         asyncio.run(main())
     except SpecError as err:
         fail(str(err), code=2)
+    except OSError as err:
+        fail(f"cannot start the simulators: {err}",
+             hint="a TCP port or link path of the spec may be in use by another simulator")
 
 
 @app.command()
@@ -213,6 +224,172 @@ def config_validate(config: ConfigOpt) -> None:
     n_points = sum(len(d.points) for d in cfg.devices)
     typer.echo(f"{config}: valid ({len(cfg.buses)} buses, {len(cfg.devices)} devices, "
                f"{n_points} points)")
+
+
+UrlOpt = Annotated[str, typer.Option("--url", help="mqtt://host:port or mqtts://host:port")]
+PrefixOpt = Annotated[str, typer.Option("--prefix", help="Topic prefix.")]
+CaOpt = Annotated[str | None, typer.Option("--ca", help="CA bundle (PEM) for mqtts.")]
+CertOpt = Annotated[str | None, typer.Option("--cert", help="Client certificate (PEM).")]
+KeyOpt = Annotated[str | None, typer.Option("--key", help="Client key (PEM).")]
+
+
+def _broker(url: str, ca: str | None, cert: str | None, key: str | None) -> Broker:
+    if not url.startswith(("mqtt://", "mqtts://")):
+        fail(f"--url {url!r}: expected mqtt://host:port or mqtts://host:port", code=2)
+    return Broker(url, ca=ca, cert=cert, key=key)
+
+
+def _human(msg: dict[str, Any]) -> str:
+    kind, gw = msg.get("kind"), msg.get("gateway")
+    if kind == "telemetry":
+        pts = msg.get("points", [])
+        head = ", ".join(f"{p['device']}.{p['point']}={p.get('value')}" for p in pts[:6])
+        more = f" (+{len(pts) - 6} more)" if len(pts) > 6 else ""
+        return f"{gw} telemetry seq {msg.get('seq')}: {len(pts)} points: {head}{more}"
+    if kind == "event":
+        return (f"{gw} event {msg.get('type')} {msg.get('device') or ''} "
+                f"{json.dumps(msg.get('detail', {}))}")
+    if kind == "state":
+        return f"{gw} {'online' if msg.get('online') else 'OFFLINE'}"
+    return format_line(msg)
+
+
+@platform_app.command("listen")
+def platform_listen(
+    url: UrlOpt,
+    prefix: PrefixOpt = "city/v1",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line.")] = False,
+    client_id: Annotated[str | None, typer.Option(
+        "--client-id", help="Keep a persistent QoS 1 session under this id.")] = None,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", help="Stop after this many seconds.")] = None,
+    share: Annotated[str | None, typer.Option(
+        "--share", help="Join a shared subscription group ($share/GROUP/...).")] = None,
+    ca: CaOpt = None, cert: CertOpt = None, key: KeyOpt = None,
+) -> None:
+    """Subscribe like the city platform and print every message decoded."""
+    broker = _broker(url, ca, cert, key)
+
+    async def main() -> None:
+        async def consume() -> None:
+            async for msg in listen(broker, prefix=prefix, client_id=client_id, share=share):
+                typer.echo(format_line(msg) if as_json else _human(msg))
+                sys.stdout.flush()
+
+        task = asyncio.create_task(consume())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, waiter}, timeout=duration,
+                           return_when=asyncio.FIRST_COMPLETED)
+        for t in (task, waiter):
+            t.cancel()
+        for t in (task, waiter):
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    asyncio.run(main())
+
+
+@platform_app.command("decode")
+def platform_decode(
+    input_: Annotated[Path | None, typer.Option(
+        "--input", help="JSON lines {topic, payload_b64}; stdin by default.")] = None,
+    prefix: Annotated[str | None, typer.Option("--prefix", help="Topic prefix.")] = None,
+) -> None:
+    """Decode captured messages offline: one line out for each line in."""
+    decoder = Decoder(prefix=prefix)
+    stream = input_.open() if input_ else sys.stdin
+    try:
+        for n, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            typer.echo(format_line(decode_capture_line(decoder, line, n)))
+    finally:
+        if input_:
+            stream.close()
+
+
+@platform_app.command("send")
+def platform_send(
+    url: UrlOpt,
+    command: Annotated[str, typer.Argument(help="Command name, e.g. ping, set_override.")],
+    args: Annotated[str | None, typer.Argument(
+        help="JSON arguments, or @FILE (JSON or YAML).")] = None,
+    gateway: Annotated[str | None, typer.Option("--gateway", help="Gateway id.")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Send to a group.")] = None,
+    prefix: PrefixOpt = "city/v1",
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for answers.")] = 10.0,
+    expect: Annotated[int | None, typer.Option(
+        "--expect", help="With --group: stop after this many answers.")] = None,
+    request_id: Annotated[str | None, typer.Option("--id", help="Request id.")] = None,
+    ca: CaOpt = None, cert: CertOpt = None, key: KeyOpt = None,
+) -> None:
+    """Send a command to a gateway (or a group) and print the response(s)."""
+    if (gateway is None) == (group is None):
+        fail("give --gateway ID or --group NAME (one of them)", code=2)
+    try:
+        parsed = parse_args_text(args)
+    except ValueError as err:
+        fail(str(err), code=2)
+    broker = _broker(url, ca, cert, key)
+    req = CommandRequest(id=request_id or new_request_id(), cmd=command, args=parsed)
+    try:
+        answers = asyncio.run(send(broker, req, prefix=prefix, gateway=gateway, group=group,
+                                   wait=wait, expect=expect))
+    except aiomqtt.MqttError as err:
+        fail(f"cannot reach the broker at {url}: {err}",
+             hint="check the URL, the network, and --ca/--cert/--key for mqtts")
+    for a in answers:
+        typer.echo(format_line(a))
+    if not answers:
+        fail(f"no response within {wait:g} s",
+             hint="is the gateway online? `edgegw platform listen` shows its state")
+    if any(not a.get("ok") for a in answers):
+        raise typer.Exit(1)
+
+
+def parse_args_text(text: str | None) -> dict[str, Any]:
+    """Command arguments from the command line: JSON text or @FILE (JSON or YAML)."""
+    if not text:
+        return {}
+    source = "arguments"
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise ValueError(f"{path}: cannot read: {err.strerror}") from None
+        source = str(path)
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)   # YAML is a superset of JSON
+    except yaml.YAMLError as err:
+        raise ValueError(f"{source}: not valid JSON or YAML: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f'{source}: arguments must be an object, like {{"group": "a"}}')
+    return value
+
+
+def decode_capture_line(decoder: Decoder, line: str, n: int) -> dict[str, Any]:
+    """One captured line {"topic", "payload_b64"} -> exactly one decoded object."""
+    import base64
+    import binascii
+
+    try:
+        obj = json.loads(line)
+        topic, b64 = obj["topic"], obj["payload_b64"]
+        payload = base64.b64decode(b64, validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error) as err:
+        return {"kind": "error", "gateway": None, "topic": None,
+                "error": f'line {n}: expected {{"topic", "payload_b64"}}: {err}'}
+    if not isinstance(topic, str):
+        return {"kind": "error", "gateway": None, "topic": None,
+                "error": f"line {n}: topic must be a string"}
+    return decoder.decode(topic, payload)
 
 
 def main() -> None:

@@ -96,11 +96,16 @@ class TelemetryCfg(_Model):
     batch_interval: float = Field(default=5.0, gt=0, le=3600)
     max_batch_points: int = Field(default=2000, ge=1, le=100_000)
     compression: Literal["zstd", "zlib", "none"] = "zstd"
+    # a point with a deadband is still reported at least this often (seconds), so the
+    # platform can tell "unchanged" from "gone"
+    max_silence: float = Field(default=300.0, gt=0)
 
 
 class StoreCfg(_Model):
     path: str = "/var/lib/edgegw/store.db"
     max_mb: float = Field(default=256, gt=0)
+    # full: every commit fsynced (survives power loss); normal: fewer syncs, less SD wear
+    synchronous: Literal["full", "normal"] = "full"
 
 
 # ----------------------------------------------------------------------------------------- buses
@@ -135,6 +140,10 @@ class SerialBus(_BusBase):
     protocol: Literal["sds011", "nmea", "lines"]
     pattern: str | None = None          # `lines`: a regex with named groups
     device: str | None = None           # the device name the samples are reported under
+    period: float = Field(default=1.0, gt=0, le=3600)     # seconds between frames
+    stale_periods: float = Field(default=5.0, gt=0)        # silent this many periods = stale
+    scales: dict[str, float] = {}       # `lines`: per named group, value = raw x scale + offset
+    offsets: dict[str, float] = {}
 
     @field_validator("pattern")
     @classmethod

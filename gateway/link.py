@@ -169,7 +169,7 @@ class MqttLink:
         will = None
         if self.will is not None:
             will = aiomqtt.Will(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             host, port, identifier=self.client_id, username=self.cfg.username,
             password=self._password, will=will, clean_session=True,
             keepalive=self.cfg.keepalive, timeout=self.cfg.connect_timeout,
@@ -177,6 +177,9 @@ class MqttLink:
             protocol=aiomqtt.ProtocolVersion.V311,
             logger=logging.getLogger("edgegw.link.paho"),
         )
+        # the uplink keeps up to max_inflight publishes pending on purpose: no warning for it
+        client.pending_calls_threshold = self.cfg.max_inflight + 10
+        return client
 
     def _backoff(self, failures: int) -> float:
         base = min(self.cfg.reconnect_max, self.cfg.reconnect_min * 2 ** max(0, failures - 1))
@@ -235,6 +238,7 @@ class MqttLink:
         """Deliver incoming messages until the connection drops."""
         messages = client.messages
         lost = asyncio.create_task(self._lost.wait(), name="mqtt-link-lost")
+        nxt: asyncio.Future[aiomqtt.Message] | None = None
         try:
             while True:
                 nxt = asyncio.ensure_future(anext(messages))
@@ -258,4 +262,8 @@ class MqttLink:
             lost.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lost
+            if nxt is not None and not nxt.done():
+                nxt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await nxt
 

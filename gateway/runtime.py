@@ -1,7 +1,10 @@
-"""The agent: one asyncio process that owns the buses and the latest-values table.
+"""The agent: one asyncio process that owns the buses, the store, the MQTT link and uplink.
 
-``Agent`` is an async context manager: entering it opens every bus (each runs its own task),
-leaving it closes them (safe twice). ``run(stop)`` serves until ``stop`` is set.
+``Agent`` is an async context manager: entering it opens the store, starts the link and the
+uplink, then opens every bus (each runs its own task); leaving it closes them in reverse order
+(safe twice): the buses stop, what is batched is stored, the backlog gets a short chance to go
+out, a clean ``{"online": false}`` is published, and the store is closed. ``run(stop)`` serves
+until ``stop`` is set.
 """
 
 from __future__ import annotations
@@ -23,8 +26,15 @@ from drivers.modbus.bus import (
 )
 from drivers.modbus.registers import Value
 from drivers.sample import Quality, Sample
-from gateway.config import Config, ModbusRtuBus, ModbusTcpBus
+from drivers.serial.reader import LinkState as SerialState
+from drivers.serial.reader import Parity, SerialProtocol, SerialReader, SerialSettings
+from gateway import __version__
+from gateway.codec import Topics, encode_state
+from gateway.config import Config, ModbusRtuBus, ModbusTcpBus, SerialBus
 from gateway.latest import LatestValues
+from gateway.link import LinkState, MqttLink, Will
+from gateway.store import Durability, Store
+from gateway.uplink import Uplink
 
 log = logging.getLogger("edgegw.agent")
 
@@ -40,6 +50,15 @@ def modbus_settings(cfg: Config, bus: ModbusRtuBus | ModbusTcpBus) -> BusSetting
                        bytesize=bus.bytesize, timeout=bus.timeout, retries=bus.retries)
 
 
+def serial_settings(bus: SerialBus) -> SerialSettings:
+    return SerialSettings(
+        name=bus.name, port=bus.port, protocol=SerialProtocol(bus.protocol),
+        device=bus.device or bus.name,
+        baudrate=bus.baudrate, bytesize=bus.bytesize, parity=Parity(bus.parity),
+        stopbits=bus.stopbits, pattern=bus.pattern, scales=dict(bus.scales),
+        offsets=dict(bus.offsets), period=bus.period, stale_periods=bus.stale_periods)
+
+
 def device_settings(cfg: Config, bus_name: str) -> list[DeviceSettings]:
     return [DeviceSettings(name=d.name, unit=d.unit, poll=d.poll, points=d.specs(),
                            max_gap=d.max_gap)
@@ -47,10 +66,11 @@ def device_settings(cfg: Config, bus_name: str) -> list[DeviceSettings]:
 
 
 class Agent:
-    """Polls every configured device and keeps the latest values."""
+    """Polls every configured device, keeps the latest values, and runs the uplink."""
 
     def __init__(self, config: Config, *, wall_clock: Callable[[], float] = time.time,
-                 log_samples: bool = False) -> None:
+                 log_samples: bool = False, uplink: bool = True,
+                 first_connect_jitter: float = 0.0) -> None:
         self.config = config
         self.latest = LatestValues()
         self.started_at = wall_clock()
@@ -58,9 +78,17 @@ class Agent:
         self._log_samples = log_samples
         self._event_listeners: list[EventListener] = []
         self.buses: dict[str, ModbusBus] = {}
+        self.serial: dict[str, SerialReader] = {}
+        self.clock_fixes: list[float] = []    # wall times a GPS fix confirmed the clock
         self._device_bus: dict[str, ModbusBus] = {}
         self._stack = contextlib.AsyncExitStack()
         self._entered = False
+        self._with_uplink = uplink
+        self._first_jitter = first_connect_jitter
+        self.topics = Topics(config.mqtt.topic_prefix, config.gateway.id)
+        self.store: Store | None = None
+        self.link: MqttLink | None = None
+        self.uplink: Uplink | None = None
         for b in config.buses:
             if isinstance(b, (ModbusRtuBus, ModbusTcpBus)):
                 bus = ModbusBus(modbus_settings(config, b), device_settings(config, b.name),
@@ -70,8 +98,23 @@ class Agent:
                 for d in bus.devices:
                     self._device_bus[d] = bus
             else:
-                log.warning("bus %s: type %s is not supported by this build yet; skipped",
-                            b.name, b.type)
+                self.serial[b.name] = self._make_serial(b)
+
+    def _make_serial(self, bus: SerialBus) -> SerialReader:
+        device = bus.device or bus.name
+
+        def status(state: SerialState, detail: str) -> None:
+            if state in (SerialState.STALE, SerialState.UNAVAILABLE):
+                self._event(BusEvent("device_offline", device,
+                                     {"bus": bus.name, "state": state.value, "reason": detail}))
+            elif state is SerialState.ONLINE:
+                self._event(BusEvent("device_online", device, {"bus": bus.name}))
+
+        def time_fix(utc: object) -> None:
+            self.clock_fixes.append(self._wall())
+
+        return SerialReader(serial_settings(bus), on_samples=self._samples, on_status=status,
+                            on_time_fix=time_fix if bus.protocol == "nmea" else None)
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Agent:
@@ -79,13 +122,49 @@ class Agent:
             return self
         self._entered = True
         try:
+            if self._with_uplink:
+                await self._start_uplink()
             for bus in self.buses.values():
                 await self._stack.enter_async_context(bus)
+            for reader in self.serial.values():
+                await self._stack.enter_async_context(reader)
         except BaseException:
             await self._stack.aclose()
+            self._entered = False
             raise
-        self._event(BusEvent("agent_start", None, {"devices": len(self._device_bus)}))
+        self._event(BusEvent("agent_start", None, {
+            "version": __version__, "devices": len(self._device_bus)}))
         return self
+
+    async def _start_uplink(self) -> None:
+        cfg = self.config
+        store = Store(cfg.store.path, max_mb=cfg.store.max_mb,
+                      durability=Durability(cfg.store.synchronous))
+        self._stack.callback(store.close)
+        self.store = store
+        link = MqttLink(
+            cfg.mqtt, client_id=cfg.mqtt.client_id or cfg.gateway.id,
+            will=Will(self.topics.state, encode_state(online=False)),
+            subscriptions=[self.topics.cmd_req] + [self.topics.group_cmd_req(g)
+                                                   for g in cfg.gateway.groups],
+            on_connect=self._on_connect, on_message=self._on_message,
+            first_attempt_jitter=self._first_jitter,
+        )
+        uplink = Uplink(cfg, store, link, birth_detail=self.birth_detail,
+                        wall_clock=self._wall)
+        self.link, self.uplink = link, uplink
+
+        async def stop_link() -> None:
+            await link.close(goodbye=encode_state(online=False))
+
+        async def stop_uplink() -> None:
+            await uplink.close(drain_for=2.0)
+
+        # closed in reverse: the uplink stores and drains first, then the link says goodbye
+        await link.__aenter__()
+        self._stack.push_async_callback(stop_link)
+        await uplink.__aenter__()
+        self._stack.push_async_callback(stop_uplink)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -106,12 +185,30 @@ class Agent:
         for bus in self.buses.values():
             await bus.first_cycle_done.wait()
 
+    # ------------------------------------------------------------------ uplink hooks
+    def birth_detail(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "uptime_s": round(self._wall() - self.started_at, 1),
+            "clock_trusted": self.config.gateway.has_rtc,
+        }
+
+    async def _on_connect(self, link: MqttLink) -> None:
+        if self.uplink is not None:
+            await self.uplink.on_connect(link)
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        log.debug("message on %s (%d bytes) ignored: no command handler yet", topic,
+                  len(payload))
+
     # ------------------------------------------------------------------ consumers
     def on_event(self, listener: EventListener) -> None:
         self._event_listeners.append(listener)
 
     def _samples(self, samples: list[Sample]) -> None:
         self.latest.update(samples)
+        if self.uplink is not None:
+            self.uplink.offer(samples)
         if self._log_samples:
             for s in samples:
                 if s.quality is Quality.GOOD:
@@ -120,6 +217,8 @@ class Agent:
                     log.info("%s.%s: %s", s.device, s.point, s.quality)
 
     def _event(self, event: BusEvent) -> None:
+        if self.uplink is not None:
+            self.uplink.emit(event.type, event.device, event.detail)
         for listener in list(self._event_listeners):
             listener(event)
 
@@ -157,3 +256,6 @@ class Agent:
     def online_count(self) -> tuple[int, int]:
         health = [d.health for b in self.buses.values() for d in b.devices.values()]
         return sum(h is Health.ONLINE for h in health), len(health)
+
+    def link_state(self) -> str:
+        return self.link.state.value if self.link is not None else LinkState.CLOSED.value

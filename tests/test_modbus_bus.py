@@ -93,7 +93,7 @@ async def test_example_street_reads_every_point_with_correct_values() -> None:
             d.refresh(force=True)
             for name in d.points:
                 d.set(name, d.peek(name))
-        async with Agent(cfg) as agent:
+        async with Agent(cfg, uplink=False) as agent:
             await asyncio.wait_for(agent.wait_first_cycle(), 10)
             total = 0
             for dev_cfg in cfg.devices:

@@ -1,0 +1,34 @@
+"""Every `lighting:` example in docs/lighting-rules.md loads, and the main-street one in the docs
+is the one in examples/ (operators copy from both)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from policies.lighting import Location, load_lighting
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = (ROOT / "docs" / "lighting-rules.md").read_text()
+BLOCKS = [b for b in re.findall(r"```yaml\n(.*?)```", DOC, flags=re.S)
+          if b.startswith("lighting:")]
+TROMSO = Location(lat=69.6492, lon=18.9553, timezone="Europe/Oslo")
+
+
+def test_the_doc_has_its_examples() -> None:
+    assert len(BLOCKS) >= 5
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"example-{i}" for i in range(len(BLOCKS))])
+def test_each_doc_example_loads(block: str) -> None:
+    rules, _ = load_lighting(yaml.safe_load(block)["lighting"], location=TROMSO, year=2026)
+    assert rules.groups
+
+
+def test_the_docs_open_with_the_example_file() -> None:
+    example = (ROOT / "examples" / "lighting-main-street.yaml").read_text()
+    body = example[example.index("lighting:"):]
+    assert BLOCKS[0] == body
