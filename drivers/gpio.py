@@ -164,3 +164,19 @@ class DigitalInput:
 
     def close(self) -> None:
         self._dev.close()
+
+
+def detect_pin_factory(model_path: str = "/proc/device-tree/model") -> PinFactoryName:
+    """The real factory for this board; GpioUnavailable (listing the choices) off a Pi."""
+    try:
+        with open(model_path, "rb") as f:
+            model = f.read().decode(errors="replace").strip("\x00 \n")
+    except OSError:
+        model = ""
+    if "Raspberry Pi 5" in model:
+        return PinFactoryName.LGPIO
+    if "Raspberry Pi" in model:
+        return PinFactoryName.RPIGPIO
+    raise GpioUnavailable(
+        f"gpio: factory `auto` found no Raspberry Pi here (board: {model or 'unknown'}). "
+        "Set gpio.factory to `rpigpio` (Pi up to 4), `lgpio` (Pi 5) or `mock` (simulation).")

@@ -392,6 +392,65 @@ def decode_capture_line(decoder: Decoder, line: str, n: int) -> dict[str, Any]:
     return decoder.decode(topic, payload)
 
 
+rules_app = typer.Typer(no_args_is_help=True, help="Lighting rules: preview a night.")
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("preview")
+def rules_preview(
+    config: ConfigOpt,
+    date: Annotated[str, typer.Option("--date", help="The night that begins on YYYY-MM-DD.")],
+    step: Annotated[float, typer.Option("--step", help="Resolution in minutes.")] = 1.0,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """Every lighting group's level through a night, why it changes, and the energy used."""
+    import datetime as dt
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from policies.lighting import parse_lighting, preview, preview_to_json
+
+    if fmt not in ("table", "json"):
+        fail(f"--format {fmt!r}: expected table or json", code=2)
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        fail(f"--date {date!r}: expected YYYY-MM-DD", code=2)
+    if not 0 < step <= 60:
+        fail(f"--step {step:g}: expected 0 < MINUTES <= 60", code=2)
+    cfg = load_or_exit(config)
+    if not cfg.lighting:
+        fail(f"{config}: no lighting section to preview", code=2,
+             hint="see docs/lighting-rules.md for the `lighting:` section")
+    rules = parse_lighting(cfg.lighting, location=cfg.gateway.location)
+    p = preview(rules, None, day, step_minutes=step)
+    if fmt == "json":
+        typer.echo(json.dumps(preview_to_json(p), indent=2, default=str))
+        return
+    console = Console()
+    tz = p.start.tzinfo
+
+    def hm(t: dt.datetime | None) -> str:
+        return "-" if t is None else t.astimezone(tz).strftime("%H:%M")
+
+    polar = "" if p.polar.value == "normal" else f" [{p.polar.value}]"
+    console.print(f"[bold]Night of {p.night}[/bold] ({p.timezone}): sunset {hm(p.sunset)}, "
+                  f"civil dusk {hm(p.civil_dusk)}, civil dawn {hm(p.civil_dawn)}, "
+                  f"sunrise {hm(p.sunrise)}{polar}")
+    for g in p.groups:
+        table = Table(title=f"group {g.name} ({g.rated_w:g} W at 100 %)", title_justify="left")
+        table.add_column("time")
+        table.add_column("level", justify="right")
+        table.add_column("reason")
+        for c in g.changes:
+            table.add_row(c.at.astimezone(tz).strftime("%a %H:%M"), f"{c.level:g} %", c.reason)
+        console.print(table)
+        saving = "-" if g.saving_pct is None else f"{g.saving_pct:.1f} %"
+        console.print(f"  burning {g.burning_hours:.2f} h · {g.energy_kwh:.3f} kWh · "
+                      f"always 100 %: {g.full_on_kwh:.3f} kWh · saved {saving}")
+
+
 def main() -> None:
     app()
 

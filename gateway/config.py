@@ -59,6 +59,7 @@ class GatewayCfg(_Model):
     groups: list[Annotated[str, Field(pattern=NAME_RE)]] = []
     location: Location | None = None
     has_rtc: bool = False   # a battery-backed clock: time counts as trusted from boot
+    trust_ntp: bool = True  # the kernel's NTP-synchronised flag makes the clock trusted
 
 
 # ------------------------------------------------------------------------------------------ mqtt
@@ -159,6 +160,31 @@ class SerialBus(_BusBase):
 Bus = Annotated[ModbusRtuBus | ModbusTcpBus | SerialBus, Field(discriminator="type")]
 
 
+# ------------------------------------------------------------------------------------------ gpio
+class GpioOutputCfg(_Model):
+    name: str = Field(pattern=NAME_RE)
+    pin: int | str
+    kind: Literal["relay", "pwm"] = "relay"
+    active_high: bool = True
+    min_switch_interval: float = Field(default=5.0, ge=0, le=3600)   # relay anti-chatter, s
+    frequency: int = Field(default=1000, ge=1, le=100_000)           # pwm, Hz
+
+
+class GpioInputCfg(_Model):
+    name: str = Field(pattern=NAME_RE)                 # reported as device NAME, point KIND
+    pin: int | str
+    kind: Literal["motion", "switch", "contact"] = "contact"
+    pull_up: bool = False
+
+
+class GpioCfg(_Model):
+    # auto: RPi.GPIO on a Raspberry Pi up to 4, lgpio on a Pi 5, an error elsewhere (never a
+    # silent fall-back to the simulation); mock: simulated pins
+    factory: Literal["auto", "mock", "rpigpio", "lgpio"] = "auto"
+    outputs: list[GpioOutputCfg] = []
+    inputs: list[GpioInputCfg] = []
+
+
 # --------------------------------------------------------------------------------------- devices
 class PointCfg(_Model):
     name: str = Field(pattern=NAME_RE)
@@ -232,6 +258,7 @@ class Config(_Model):
     store: StoreCfg = StoreCfg()
     buses: list[Bus] = []
     devices: list[DeviceCfg] = []
+    gpio: GpioCfg | None = None
     lighting: dict[str, Any] | None = None
     alerts: dict[str, Any] | list[Any] | None = None
     commands: dict[str, Any] | None = None
@@ -439,6 +466,7 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
         if isinstance(b, SerialBus) and b.protocol == "lines" and not b.pattern:
             problems.append((f"buses[{i}].pattern",
                              "protocol `lines` needs a `pattern` with named groups"))
+    problems.extend(_check_lighting(cfg))
     seen_dev: set[str] = set()
     seen_unit: dict[tuple[str, int], str] = {}
     for i, d in enumerate(cfg.devices):
@@ -471,6 +499,37 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
         except PlanError as err:
             problems.append((f"{where}.points", str(err)))
     return problems
+
+
+def known_points(cfg: Config) -> dict[tuple[str, str], bool]:
+    """Every (device, point) the agent can read, with whether it is writable: Modbus points,
+    GPIO inputs (point = their kind), serial sensors' points."""
+    out = {(d.name, p.name): p.writable for d in cfg.devices for p in d.points}
+    if cfg.gpio is not None:
+        out.update({(i.name, i.kind): False for i in cfg.gpio.inputs})
+    serial_points = {"sds011": ["pm25", "pm10"],
+                     "nmea": ["latitude", "longitude", "altitude", "satellites", "fix_quality"]}
+    for b in cfg.buses:
+        if isinstance(b, SerialBus):
+            names = serial_points.get(b.protocol) or (
+                list(re.compile(b.pattern).groupindex) if b.pattern else [])
+            out.update({(b.device or b.name, n): False for n in names})
+    return out
+
+
+def _check_lighting(cfg: Config) -> list[tuple[str, str]]:
+    if not cfg.lighting:
+        return []
+    from policies.lighting import LightingConfigError, parse_lighting
+
+    try:
+        rules = parse_lighting(cfg.lighting, location=cfg.gateway.location)
+    except LightingConfigError as err:
+        return [(f"lighting.{p}" if p else "lighting", m) for p, m in err.problems]
+    from gateway.lighting import cross_check_rules
+
+    gpio_outs = [o.name for o in cfg.gpio.outputs] if cfg.gpio else []
+    return cross_check_rules(rules, known_points(cfg), gpio_outs)
 
 
 def load_config(path: str | Path) -> Config:

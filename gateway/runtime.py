@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from drivers.modbus.bus import (
@@ -30,8 +31,9 @@ from drivers.serial.reader import LinkState as SerialState
 from drivers.serial.reader import Parity, SerialProtocol, SerialReader, SerialSettings
 from gateway import __version__
 from gateway.codec import Topics, encode_state
-from gateway.config import Config, ModbusRtuBus, ModbusTcpBus, SerialBus
+from gateway.config import Config, GpioCfg, ModbusRtuBus, ModbusTcpBus, SerialBus, known_points
 from gateway.latest import LatestValues
+from gateway.lighting import ClockTrust, LightingController, RulesRejected, rules_version
 from gateway.link import LinkState, MqttLink, Will
 from gateway.store import Durability, Store
 from gateway.uplink import Uplink
@@ -79,7 +81,11 @@ class Agent:
         self._event_listeners: list[EventListener] = []
         self.buses: dict[str, ModbusBus] = {}
         self.serial: dict[str, SerialReader] = {}
-        self.clock_fixes: list[float] = []    # wall times a GPS fix confirmed the clock
+        self.clock = ClockTrust(has_rtc=config.gateway.has_rtc,
+                                check_ntp=config.gateway.trust_ntp)
+        self.gpio_outputs: dict[str, Any] = {}
+        self.gpio_inputs: dict[str, Any] = {}
+        self.lighting: LightingController | None = None
         self._device_bus: dict[str, ModbusBus] = {}
         self._stack = contextlib.AsyncExitStack()
         self._entered = False
@@ -111,7 +117,7 @@ class Agent:
                 self._event(BusEvent("device_online", device, {"bus": bus.name}))
 
         def time_fix(utc: object) -> None:
-            self.clock_fixes.append(self._wall())
+            self.clock.mark("gps")
 
         return SerialReader(serial_settings(bus), on_samples=self._samples, on_status=status,
                             on_time_fix=time_fix if bus.protocol == "nmea" else None)
@@ -128,6 +134,10 @@ class Agent:
                 await self._stack.enter_async_context(bus)
             for reader in self.serial.values():
                 await self._stack.enter_async_context(reader)
+            if self.config.gpio is not None:
+                self._start_gpio(self.config.gpio)
+            if self.config.lighting:
+                await self._start_lighting()
         except BaseException:
             await self._stack.aclose()
             self._entered = False
@@ -135,6 +145,54 @@ class Agent:
         self._event(BusEvent("agent_start", None, {
             "version": __version__, "devices": len(self._device_bus)}))
         return self
+
+    def _start_gpio(self, cfg: GpioCfg) -> None:
+        from drivers.gpio import (
+            DigitalInput,
+            PinFactoryName,
+            PwmOutput,
+            RelayOutput,
+            detect_pin_factory,
+            make_pin_factory,
+        )
+
+        name = detect_pin_factory() if cfg.factory == "auto" else PinFactoryName(cfg.factory)
+        factory = make_pin_factory(name)
+        loop = asyncio.get_running_loop()
+        for o in cfg.outputs:
+            out: Any
+            if o.kind == "relay":
+                out = RelayOutput(o.name, o.pin, factory, active_high=o.active_high,
+                                  min_switch_interval=o.min_switch_interval)
+            else:
+                out = PwmOutput(o.name, o.pin, factory, frequency=o.frequency)
+            self.gpio_outputs[o.name] = out
+            self._stack.callback(out.close)
+        for i in cfg.inputs:
+            def changed(active: bool, name: str = i.name, kind: str = i.kind) -> None:
+                # gpiozero calls back from its own thread on real pins
+                sample = Sample(name, kind, int(self._wall() * 1000), active)
+                loop.call_soon_threadsafe(self._samples, [sample])
+
+            inp = DigitalInput(i.name, i.pin, factory, pull_up=i.pull_up, on_change=changed)
+            self.gpio_inputs[i.name] = inp
+            self._stack.callback(inp.close)
+            self._samples([Sample(i.name, i.kind, int(self._wall() * 1000), inp.active)])
+
+    async def _start_lighting(self) -> None:
+        state_dir = Path(self.config.store.path).parent if self.store is not None else None
+        controller = LightingController(
+            rules_raw=self.config.lighting, location=self.config.gateway.location,
+            latest=self.latest, write_point=self.write_point,
+            emit=lambda t, d, detail: self._event(BusEvent(t, d, detail)),
+            offer=self._samples, clock_trust=self.clock,
+            known_points=known_points(self.config), gpio_outputs=self.gpio_outputs,
+            state_dir=state_dir,
+            kv_get=self.store.kv_get if self.store is not None else None,
+            kv_set=self.store.kv_set if self.store is not None else None,
+            wall_clock=self._wall)
+        self.lighting = controller
+        await self._stack.enter_async_context(controller)
 
     async def _start_uplink(self) -> None:
         cfg = self.config
@@ -190,7 +248,8 @@ class Agent:
         return {
             "version": __version__,
             "uptime_s": round(self._wall() - self.started_at, 1),
-            "clock_trusted": self.config.gateway.has_rtc,
+            "clock_trusted": self.clock.trusted,
+            "rules_version": self.lighting.version if self.lighting is not None else None,
         }
 
     async def _on_connect(self, link: MqttLink) -> None:
@@ -259,3 +318,62 @@ class Agent:
 
     def link_state(self) -> str:
         return self.link.state.value if self.link is not None else LinkState.CLOSED.value
+
+    # ------------------------------------------------------------------ command target
+    def state_snapshot(self) -> dict[str, Any]:
+        """The whole live picture (get_state, edgegw status)."""
+        counts = self.store.counts() if self.store is not None else None
+        online, total = self.online_count()
+        snap: dict[str, Any] = {
+            "gateway": self.config.gateway.id,
+            "version": __version__,
+            "uptime_s": round(self._wall() - self.started_at, 1),
+            "link": {"state": self.link_state(),
+                     "url": self.link.url if self.link else None,
+                     "reconnects": self.link.reconnects if self.link else 0},
+            "backlog": {"batches": counts.batches, "points": counts.points,
+                        "bytes": counts.total_bytes, "events": counts.events}
+            if counts else None,
+            "devices": self.device_health(),
+            "devices_online": online, "devices_total": total,
+            "clock": self.clock.snapshot(),
+        }
+        if self.lighting is not None:
+            snap["lighting"] = self.lighting.snapshot()
+        return snap
+
+    def set_override(self, *, group: str, level: float, duration_s: float | None,
+                     priority: int, source: str) -> dict[str, Any]:
+        if self.lighting is None:
+            raise KeyError("this gateway has no lighting groups")
+        ov = self.lighting.set_override(group=group, level=level, duration_s=duration_s,
+                                        priority=priority, source=source)
+        return {"group": ov.group, "level": ov.level, "priority": ov.priority,
+                "expires_at": ov.expires_at.isoformat() if ov.expires_at else None}
+
+    def clear_override(self, *, group: str, source: str | None) -> dict[str, Any]:
+        if self.lighting is None:
+            raise KeyError("this gateway has no lighting groups")
+        if group != "*" and group not in self.lighting.group_names():
+            raise KeyError(f"no lighting group {group!r}")
+        return {"group": group, "cleared": self.lighting.clear_override(group=group,
+                                                                        source=source)}
+
+    def get_rules(self) -> dict[str, Any]:
+        if self.lighting is None:
+            return {"version": rules_version(None), "lighting": None}
+        return {"version": self.lighting.version, "lighting": self.lighting.rules_raw}
+
+    async def set_rules(self, lighting: dict[str, Any]) -> dict[str, Any]:
+        if self.lighting is None:
+            raise RulesRejected([("lighting", "this gateway was started without lighting "
+                                              "rules; add a lighting section to its config")])
+        version = self.lighting.set_rules(lighting)
+        return {"version": version, "warnings": self.lighting.warnings}
+
+    def sync_time(self, *, epoch_ms: int, set_clock: bool) -> dict[str, Any]:
+        skew_ms = epoch_ms - int(self._wall() * 1000)
+        if set_clock:
+            time.clock_settime(time.CLOCK_REALTIME, epoch_ms / 1000)
+        self.clock.mark("sync_time")
+        return {"trusted": True, "skew_ms": skew_ms, "set": set_clock}

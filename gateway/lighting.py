@@ -1,0 +1,493 @@
+"""The agent's lighting loop: the pure resolver (policies/lighting) driven by the real clock,
+the latest sensor values and the overrides, and its decisions driven onto the outputs.
+
+Every second the controller resolves every group's level; a change (or every `reassert`
+seconds, to correct a driver that lost its setting) is written to the group's outputs: Modbus
+dimmer points through the bus that owns them, GPIO relays and PWM pins directly. On start the
+outputs go to the resolved level at once. It reads lamp power back to spot a lamp that draws
+nothing while on (`lamp_failure`) or draws while off (`lamp_unexpected_on`), once per incident,
+keeps per-group burning hours and energy across restarts, and reports levels as telemetry of
+the built-in device `lighting`.
+
+Rules in force come from the config's `lighting:` section, or from a `set_rules` command: those
+are written atomically to `rules.json` beside the store and take precedence after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drivers.errors import DriverError
+from drivers.gpio import LevelOutput
+from drivers.sample import Sample
+from gateway.latest import LatestValues
+from policies.lighting import (
+    Counters,
+    LightingConfigError,
+    LightingRules,
+    Override,
+    OverrideSource,
+    Resolution,
+    ResolverState,
+    SensorValue,
+    accumulate,
+    parse_lighting,
+    resolve,
+    validate,
+)
+
+log = logging.getLogger("edgegw.lighting")
+
+LIGHTING_DEVICE = "lighting"
+_COUNTERS_KEY = "lighting.counters"
+_OVERRIDES_KEY = "lighting.overrides"
+
+
+def rules_version(raw: Mapping[str, Any] | None) -> str:
+    """A content hash of the rules as written: the version `get_rules`/`set_rules` report."""
+    blob = json.dumps(raw or {}, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def cross_check_rules(rules: LightingRules, points: Mapping[tuple[str, str], bool],
+                      gpio_outputs: list[str]) -> list[tuple[str, str]]:
+    """Rules against the gateway: outputs are writable points or gpio outputs that exist,
+    sensor rules read points that exist. Paths are relative to the config's root."""
+    problems: list[tuple[str, str]] = []
+    for i, g in enumerate(rules.groups):
+        for j, out in enumerate(g.outputs):
+            where = f"lighting.groups[{i}].outputs[{j}]"
+            key = (out.device or "", out.point or "")
+            if out.gpio is not None:
+                if str(out.gpio) not in gpio_outputs:
+                    known = ", ".join(gpio_outputs) or "none configured"
+                    problems.append((where, f"no gpio output named {out.gpio!r} "
+                                            f"(gpio.outputs: {known})"))
+            elif key not in points:
+                problems.append((where, f"no point {out.device}.{out.point} in devices"))
+            elif not points[key]:
+                problems.append((where, f"{out.device}.{out.point} is not writable"))
+    for dev, pt in sorted(rules.sensor_points()):
+        if (dev, pt) not in points:
+            problems.append(("lighting", f"the rules read {dev}.{pt}, which no device or gpio "
+                                         "input provides"))
+    return problems
+
+
+# ------------------------------------------------------------------------------ clock trust
+def ntp_synchronized() -> bool | None:
+    """What the kernel says (adjtimex): True synced, False not, None when it cannot be asked."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        buf = ctypes.create_string_buffer(512)     # struct timex, modes = 0: read only
+        state = libc.adjtimex(buf)
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return bool(state != 5)                         # TIME_ERROR: clock not synchronised
+
+
+@dataclass
+class ClockTrust:
+    """Whether the wall clock can be believed. Sources: a battery-backed RTC (config), the
+    kernel's NTP state, a `sync_time` command, a GPS fix. Once trusted it stays trusted for
+    the life of the process: a Pi loses its time only with its power."""
+
+    has_rtc: bool = False
+    check_ntp: bool = True
+    source: str | None = None
+    since: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.has_rtc:
+            self.source, self.since = "rtc", time.time()
+
+    @property
+    def trusted(self) -> bool:
+        if self.source is None and self.check_ntp and ntp_synchronized():
+            self.source, self.since = "ntp", time.time()
+        return self.source is not None
+
+    def mark(self, source: str) -> None:
+        if self.source is None:
+            log.info("clock trusted (%s)", source)
+        self.source, self.since = source, time.time()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"trusted": self.trusted, "source": self.source, "since": self.since}
+
+
+# ----------------------------------------------------------------------------- the controller
+@dataclass
+class _LampWatch:
+    bad_since_checks: int = 0
+    incident: str | None = None       # lamp_failure | lamp_unexpected_on while one is open
+
+
+@dataclass
+class _Applied:
+    level: float | None = None
+    written_at: float = 0.0
+    pending: bool = False             # a relay deferred by anti-chatter, or a failed write
+
+
+class RulesRejected(ValueError):
+    """New lighting rules were refused; `problems` lists (field path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in problems))
+
+
+WritePoint = Callable[[str, str, float], Awaitable[None]]
+Emit = Callable[[str, str | None, dict[str, Any]], None]
+
+
+@dataclass
+class LightingController:
+    rules_raw: dict[str, Any] | None
+    location: Any
+    latest: LatestValues
+    write_point: WritePoint
+    emit: Emit
+    offer: Callable[[list[Sample]], None]
+    clock_trust: ClockTrust
+    known_points: Mapping[tuple[str, str], bool]     # (device, point) -> writable
+    gpio_outputs: Mapping[str, LevelOutput] = field(default_factory=dict)
+    state_dir: Path | None = None
+    kv_get: Callable[[str], bytes | None] | None = None
+    kv_set: Callable[[str, bytes], None] | None = None
+    wall_clock: Callable[[], float] = time.time
+    tick: float = 1.0
+    reassert: float = 60.0
+    report_every: float = 60.0
+    # filled in at start
+    rules: LightingRules = field(init=False)
+    version: str = field(init=False)
+    resolution: Resolution | None = field(init=False, default=None)
+    overrides: dict[str, Override] = field(init=False, default_factory=dict)
+    counters: Counters = field(init=False, default_factory=Counters)
+    warnings: list[str] = field(init=False, default_factory=list)
+    _state: ResolverState = field(init=False, default_factory=ResolverState)
+    _applied: dict[str, _Applied] = field(init=False, default_factory=dict)
+    _lamps: dict[str, _LampWatch] = field(init=False, default_factory=dict)
+    _last_tick: float | None = field(init=False, default=None)
+    _last_report: float = field(init=False, default=0.0)
+    _task: asyncio.Task[None] | None = field(init=False, default=None)
+    _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        raw = self._load_saved_rules() or self.rules_raw
+        self.rules, self.version = self.check_rules(raw)
+        self.rules_raw = raw
+        self._restore()
+
+    # ------------------------------------------------------------------ rules
+    def check_rules(self, raw: dict[str, Any] | None) -> tuple[LightingRules, str]:
+        """Parse, validate and cross-check rules against the configured outputs and points."""
+        try:
+            rules = parse_lighting(raw, location=self.location)
+        except LightingConfigError as err:
+            raise RulesRejected([(f"lighting.{p}" if p else "lighting", m)
+                                 for p, m in err.problems]) from None
+        problems = cross_check_rules(rules, self.known_points, list(self.gpio_outputs))
+        if problems:
+            raise RulesRejected(problems)
+        self.warnings = [str(w) for w in validate(rules, None)]
+        for w in self.warnings:
+            log.warning("lighting rules: %s", w)
+        return rules, rules_version(raw)
+
+    def _rules_file(self) -> Path | None:
+        return self.state_dir / "rules.json" if self.state_dir is not None else None
+
+    def _load_saved_rules(self) -> dict[str, Any] | None:
+        path = self._rules_file()
+        if path is None or not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            self.check_rules(data)
+        except (OSError, ValueError) as err:
+            log.error("saved rules %s unusable (%s); using the config's", path, err)
+            return None
+        log.info("lighting rules from %s (set remotely)", path)
+        return dict(data) if isinstance(data, dict) else None
+
+    def set_rules(self, raw: dict[str, Any]) -> str:
+        """Validate, store atomically, apply. The old rules stay on any error."""
+        rules, version = self.check_rules(raw)
+        path = self._rules_file()
+        if path is not None:
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "w") as f:
+                json.dump(raw, f, sort_keys=True, indent=1, default=str)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        self.rules, self.version, self.rules_raw = rules, version, raw
+        self._state = ResolverState()
+        self._applied.clear()
+        self._wake.set()
+        log.info("lighting rules %s in force", version)
+        return version
+
+    # ------------------------------------------------------------------ overrides
+    def group_names(self) -> list[str]:
+        return [g.name for g in self.rules.groups]
+
+    def set_override(self, *, group: str, level: float, duration_s: float | None,
+                     priority: int, source: str) -> Override:
+        if group != "*" and group not in self.group_names():
+            raise KeyError(f"no lighting group {group!r} "
+                           f"(groups: {', '.join(self.group_names()) or 'none'})")
+        now = dt.datetime.fromtimestamp(self.wall_clock(), dt.UTC)
+        expires = now + dt.timedelta(seconds=duration_s) if duration_s else None
+        ov = Override(id=source, group=group, level=float(level), priority=priority,
+                      expires_at=expires, source=OverrideSource.COMMAND)
+        self.overrides[f"{group}/{source}"] = ov
+        self._save_overrides()
+        self._wake.set()
+        return ov
+
+    def clear_override(self, *, group: str, source: str | None = None) -> int:
+        keys = [k for k, o in self.overrides.items()
+                if o.group == group and (source is None or o.id == source)]
+        for k in keys:
+            del self.overrides[k]
+        self._save_overrides()
+        self._wake.set()
+        return len(keys)
+
+    def _save_overrides(self) -> None:
+        if self.kv_set is None:
+            return
+        data = [{"id": o.id, "group": o.group, "level": o.level, "priority": o.priority,
+                 "expires_at": o.expires_at.timestamp() if o.expires_at else None}
+                for o in self.overrides.values()]
+        self.kv_set(_OVERRIDES_KEY, json.dumps(data).encode())
+
+    def _restore(self) -> None:
+        if self.kv_get is None:
+            return
+        raw = self.kv_get(_COUNTERS_KEY)
+        if raw:
+            with contextlib.suppress(ValueError):
+                self.counters = Counters.from_json(json.loads(raw))
+        raw = self.kv_get(_OVERRIDES_KEY)
+        if raw:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                for o in json.loads(raw):
+                    exp = o.get("expires_at")
+                    ov = Override(id=o["id"], group=o["group"], level=float(o["level"]),
+                                  priority=int(o["priority"]),
+                                  expires_at=(dt.datetime.fromtimestamp(exp, dt.UTC)
+                                              if exp else None))
+                    self.overrides[f"{ov.group}/{ov.id}"] = ov
+
+    # ------------------------------------------------------------------ the loop
+    async def __aenter__(self) -> LightingController:
+        await self.step()          # outputs to the resolved level at once
+        self._task = asyncio.create_task(self._run(), name="lighting")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._save_counters()
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.tick)
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:   # a bug here must not take the lights or the agent down
+                log.exception("lighting step failed")
+
+    def _values(self) -> dict[tuple[str, str], SensorValue]:
+        out = {}
+        for dev, pt in self.rules.sensor_points():
+            got = self.latest.good(dev, pt)
+            if got is None or isinstance(got.value, str) or got.value is None:
+                continue
+            out[(dev, pt)] = SensorValue(float(got.value),
+                                         dt.datetime.fromtimestamp(got.ts / 1000, dt.UTC))
+        return out
+
+    async def step(self) -> Resolution:
+        wall = self.wall_clock()
+        now = dt.datetime.fromtimestamp(wall, dt.UTC)
+        expired = [k for k, o in self.overrides.items()
+                   if o.expires_at is not None and o.expires_at <= now]
+        for k in expired:
+            del self.overrides[k]
+        if expired:
+            self._save_overrides()
+        res = resolve(now, clock_trusted=self.clock_trust.trusted, values=self._values(),
+                      rules=self.rules, overrides=list(self.overrides.values()),
+                      state=self._state)
+        self._state = res.state
+        self.resolution = res
+        for ev in res.events:
+            self.emit(ev.kind.value, None, {"group": ev.group, "detail": ev.detail})
+        await self._drive(res, wall)
+        self._count(res, wall)
+        self._check_lamps(res)
+        return res
+
+    async def _drive(self, res: Resolution, wall: float) -> None:
+        changed: list[Sample] = []
+        ts = int(wall * 1000)
+        for g in self.rules.groups:
+            decision = res.groups.get(g.name)
+            if decision is None:
+                continue
+            applied = self._applied.setdefault(g.name, _Applied())
+            due = (applied.level != decision.level or applied.pending
+                   or wall - applied.written_at >= self.reassert)
+            if not due:
+                continue
+            if applied.level != decision.level:
+                log.info("group %s -> %g %% (%s)", g.name, decision.level, decision.reason)
+                changed.append(Sample(LIGHTING_DEVICE, f"{g.name}.level", ts, decision.level))
+            ok = True
+            for out in g.outputs:
+                ok = await self._write(out, decision.level, wall) and ok
+            applied.level, applied.written_at, applied.pending = decision.level, wall, not ok
+        if changed:
+            self.offer(changed)
+
+    async def _write(self, out: Any, level: float, wall: float) -> bool:
+        if out.gpio is not None:
+            gpio = self.gpio_outputs[str(out.gpio)]
+            return gpio.set_level(level, now=time.monotonic())
+        try:
+            await self.write_point(out.device, out.point, round(level))
+        except (DriverError, KeyError, ValueError, OSError) as err:
+            log.warning("lighting: write %s.%s = %g failed: %s", out.device, out.point,
+                        level, err)
+            return False
+        return True
+
+    def _count(self, res: Resolution, wall: float) -> None:
+        if self._last_tick is not None:
+            dt_s = min(max(0.0, wall - self._last_tick), 5.0 * self.tick)
+            levels = {name: d.level for name, d in res.groups.items()}
+            self.counters = accumulate(self.counters, levels=levels,
+                                       rated_w=self.rules.rated_watts(), dt_s=dt_s)
+        self._last_tick = wall
+        if wall - self._last_report >= self.report_every:
+            self._last_report = wall
+            ts = int(wall * 1000)
+            samples = []
+            for name, c in self.counters.groups.items():
+                samples += [Sample(LIGHTING_DEVICE, f"{name}.burning_h",
+                                   ts, round(c.burning_hours, 4)),
+                            Sample(LIGHTING_DEVICE, f"{name}.energy_kwh",
+                                   ts, round(c.energy_kwh, 4))]
+            for name, d in res.groups.items():
+                samples.append(Sample(LIGHTING_DEVICE, f"{name}.level", ts, d.level))
+            if samples:
+                self.offer(samples)
+            self._save_counters()
+
+    def _save_counters(self) -> None:
+        if self.kv_set is not None:
+            self.kv_set(_COUNTERS_KEY, json.dumps(self.counters.to_json()).encode())
+
+    # ------------------------------------------------------------------ lamp health
+    def _check_lamps(self, res: Resolution, checks: int = 3) -> None:
+        """Compare each Modbus output's lamp power with what its level should draw."""
+        for g in self.rules.groups:
+            decision = res.groups.get(g.name)
+            applied = self._applied.get(g.name)
+            if decision is None or applied is None:
+                continue
+            for out in g.outputs:
+                if out.device is None:
+                    continue
+                power = self.latest.good(out.device, "lamp_power")
+                if power is None or not isinstance(power.value, (int, float)):
+                    continue
+                # only readings taken after the level was written say anything
+                if power.ts / 1000 < applied.written_at + 0.5:
+                    continue
+                watch = self._lamps.setdefault(out.device, _LampWatch())
+                rated = out.watts or 0.0
+                on = decision.level > 0
+                floor = max(1.0, 0.05 * rated * decision.level / 100) if on else 0.0
+                if on and float(power.value) < floor:
+                    kind = "lamp_failure"
+                elif not on and float(power.value) > max(2.0, 0.05 * rated):
+                    kind = "lamp_unexpected_on"
+                else:
+                    kind = None
+                if kind is None:
+                    if watch.incident is not None:
+                        self.emit("lamp_recovered", out.device,
+                                  {"group": g.name, "was": watch.incident,
+                                   "power_w": power.value, "level": decision.level})
+                    watch.incident, watch.bad_since_checks = None, 0
+                    continue
+                if watch.incident == kind:
+                    continue
+                watch.bad_since_checks += 1
+                if watch.bad_since_checks >= checks:
+                    watch.incident = kind
+                    self.emit(kind, out.device, {"group": g.name, "level": decision.level,
+                                                 "power_w": power.value, "rated_w": rated})
+
+    # ------------------------------------------------------------------ reporting
+    def snapshot(self) -> dict[str, Any]:
+        res = self.resolution
+        groups = {}
+        for g in self.rules.groups:
+            d = res.groups.get(g.name) if res else None
+            c = self.counters.groups.get(g.name)
+            groups[g.name] = {
+                "level": d.level if d else None,
+                "reason": d.reason if d else None,
+                "source": d.source.value if d else None,
+                "burning_h": round(c.burning_hours, 3) if c else 0.0,
+                "energy_kwh": round(c.energy_kwh, 3) if c else 0.0,
+            }
+        return {
+            "rules_version": self.version,
+            "groups": groups,
+            "overrides": [{"group": o.group, "id": o.id, "level": o.level,
+                           "priority": o.priority,
+                           "expires_at": o.expires_at.isoformat() if o.expires_at else None}
+                          for o in self.overrides.values()],
+            "clock": self.clock_trust.snapshot(),
+            "lamp_incidents": {d: w.incident for d, w in self._lamps.items() if w.incident},
+        }
+

@@ -1,0 +1,173 @@
+"""The lighting loop in the running agent, against simulated LED drivers over Modbus TCP:
+outputs driven to the resolved level at start, overrides, clock failsafe, lamp health, rule
+updates, relay anti-chatter."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.gpio import PinFactoryName, RelayOutput, make_pin_factory
+from drivers.modbus.bus import BusEvent
+from gateway.config import Config
+from gateway.lighting import RulesRejected
+from gateway.runtime import Agent
+from simulators.broker import MosquittoBroker
+from simulators.runner import SimHandle, open_spec
+from tests.helpers import gateway_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "examples" / "sim-street.yaml"
+PARIS = {"lat": 48.8566, "lon": 2.3522, "timezone": "Europe/Paris"}
+RULES: dict[str, Any] = {
+    "failsafe": {"entry_delay_s": 0},
+    "programs": {"night": {"steps": [{"at": "18:00", "level": 100}, {"at": "23:00", "level": 60},
+                                     {"at": "06:00", "level": "off"}]}},
+    "groups": [{"name": "street", "program": "night",
+                "outputs": [{"device": "lamp-1", "point": "dim_level", "watts": 60},
+                            {"device": "lamp-2", "point": "dim_level", "watts": 60}]}],
+}
+
+
+def clock_at(local: str) -> Callable[[], float]:
+    """A wall clock that starts at a local Paris time and then runs at real speed."""
+    from zoneinfo import ZoneInfo
+
+    start = dt.datetime.fromisoformat(local).replace(tzinfo=ZoneInfo("Europe/Paris"))
+    t0 = time.time()
+    return lambda: start.timestamp() + (time.time() - t0)
+
+
+def config(sim: SimHandle, tmp_path: Path, *, trusted: bool = True,
+           rules: dict[str, Any] | None = None, url: str = "mqtt://127.0.0.1:1") -> Config:
+    return gateway_config(sim, broker_url=url, store=tmp_path / "store.db", poll=0.1, extra={
+        "gateway": {"id": "gw-l", "location": PARIS, "has_rtc": trusted, "trust_ntp": False},
+        "lighting": rules or RULES})
+
+
+async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    # the simulated devices' registers have no change notification: poll them
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_outputs_follow_the_program_from_the_start(tmp_path: Path) -> None:
+    async with open_spec(SPEC, ephemeral=True) as sim:
+        cfg = config(sim, tmp_path)
+        async with Agent(cfg, uplink=False, wall_clock=clock_at("2026-12-01T23:30")) as agent:
+            assert agent.lighting is not None
+            # written during start, before the first tick
+            assert sim.devices["lamp-1"].peek("dim_level") == 60
+            assert sim.devices["lamp-2"].peek("dim_level") == 60
+            assert sim.devices["lamp-3"].peek("dim_level") == 100     # not in the group
+            snap = agent.state_snapshot()["lighting"]["groups"]["street"]
+            assert snap["level"] == 60 and snap["reason"] == "program step 23:00"
+
+
+async def test_override_wins_then_expires(tmp_path: Path) -> None:
+    async with open_spec(SPEC, ephemeral=True) as sim:
+        cfg = config(sim, tmp_path)
+        async with Agent(cfg, uplink=False, wall_clock=clock_at("2026-12-01T23:30")) as agent:
+            agent.set_override(group="street", level=100, duration_s=1.5, priority=50,
+                               source="op-17")
+            lamp = sim.devices["lamp-1"]
+            await until(lambda: lamp.peek("dim_level") == 100)
+            reason = agent.state_snapshot()["lighting"]["groups"]["street"]["reason"]
+            assert reason.startswith("override op-17 until")
+            await until(lambda: lamp.peek("dim_level") == 60)      # the program takes over
+            with pytest.raises(KeyError, match="no lighting group 'nowhere'"):
+                agent.set_override(group="nowhere", level=1, duration_s=None, priority=1,
+                                   source="x")
+
+
+async def test_untrusted_clock_goes_failsafe_until_sync_time(tmp_path: Path) -> None:
+    events: list[BusEvent] = []
+    async with open_spec(SPEC, ephemeral=True) as sim:
+        # noon: the program says off; with no trusted clock and no light sensor: full on
+        cfg = config(sim, tmp_path, trusted=False)
+        agent = Agent(cfg, uplink=False, wall_clock=clock_at("2026-12-01T12:00"))
+        agent.on_event(events.append)
+        async with agent:
+            lamp = sim.devices["lamp-1"]
+            assert lamp.peek("dim_level") == 100
+            assert "failsafe" in agent.state_snapshot()["lighting"]["groups"]["street"]["reason"]
+            assert any(e.type == "failsafe_entered" for e in events)
+            agent.sync_time(epoch_ms=int(time.time() * 1000), set_clock=False)
+            await until(lambda: lamp.peek("dim_level") == 0)
+            assert any(e.type == "failsafe_left" for e in events)
+
+
+async def test_lamp_failure_is_reported_once_and_recovery_too(tmp_path: Path) -> None:
+    events: list[BusEvent] = []
+    async with open_spec(SPEC, ephemeral=True) as sim:
+        cfg = config(sim, tmp_path)
+        agent = Agent(cfg, uplink=False, wall_clock=clock_at("2026-12-01T23:30"))
+        agent.on_event(events.append)
+        async with agent:
+            sim.devices["lamp-2"].lamp_failed = True
+            await until(lambda: any(e.type == "lamp_failure" for e in events))
+            await asyncio.sleep(1.5)                      # still failed: no second event
+            failures = [e for e in events if e.type == "lamp_failure"]
+            assert len(failures) == 1 and failures[0].device == "lamp-2"
+            assert failures[0].detail["level"] == 60
+            sim.devices["lamp-2"].lamp_failed = False
+            await until(lambda: any(e.type == "lamp_recovered" for e in events))
+        assert not [e for e in events if e.type == "lamp_failure" and e.device == "lamp-1"]
+
+
+async def test_lamp_drawing_power_while_off_is_reported(tmp_path: Path) -> None:
+    events: list[BusEvent] = []
+    async with open_spec(SPEC, ephemeral=True) as sim:
+        cfg = config(sim, tmp_path)
+        agent = Agent(cfg, uplink=False, wall_clock=clock_at("2026-12-01T12:00"))
+        agent.on_event(events.append)
+        async with agent:
+            assert sim.devices["lamp-1"].peek("dim_level") == 0
+            sim.devices["lamp-1"].set("lamp_power", 35.0)          # a stuck relay
+            await until(lambda: any(e.type == "lamp_unexpected_on" for e in events))
+
+
+async def test_set_rules_persists_and_bad_rules_keep_the_old(broker: MosquittoBroker,
+                                                            tmp_path: Path) -> None:
+    async with open_spec(SPEC, ephemeral=True) as sim:
+        cfg = config(sim, tmp_path, url=broker.url)
+        async with Agent(cfg, wall_clock=clock_at("2026-12-01T23:30")) as agent:
+            old = agent.get_rules()["version"]
+            bad = json.loads(json.dumps(RULES))
+            bad["groups"][0]["outputs"][0]["point"] = "lamp_power"     # read-only
+            with pytest.raises(RulesRejected, match="is not writable"):
+                await agent.set_rules(bad)
+            assert agent.get_rules()["version"] == old
+            new = json.loads(json.dumps(RULES))
+            new["programs"]["night"]["steps"][1]["level"] = 30
+            result = await agent.set_rules(new)
+            assert result["version"] != old
+            await until(lambda: sim.devices["lamp-1"].peek("dim_level") == 30)
+        assert (tmp_path / "rules.json").exists()
+        async with Agent(cfg, wall_clock=clock_at("2026-12-01T23:30")) as again:
+            assert again.get_rules()["version"] == result["version"]   # survives a restart
+            assert sim.devices["lamp-1"].peek("dim_level") == 30
+
+
+def test_relay_anti_chatter() -> None:
+    factory = make_pin_factory(PinFactoryName.MOCK)
+    relay = RelayOutput("relay-1", 17, factory, min_switch_interval=5.0)
+    try:
+        assert relay.set_level(100, now=0.0) is True
+        assert relay.read_level() == 100
+        assert relay.set_level(0, now=1.0) is False       # too soon: deferred
+        assert relay.read_level() == 100
+        assert relay.set_level(0, now=5.5) is True
+        assert relay.read_level() == 0
+        assert relay.set_level(0, now=5.6) is True        # no change, no switching
+        assert relay.switches == 2
+    finally:
+        relay.close()
