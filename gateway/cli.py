@@ -107,6 +107,46 @@ def run(config: ConfigOpt, verbose: Annotated[bool, typer.Option("--verbose", "-
 
 
 @app.command()
+def demo(
+    poles: Annotated[int, typer.Option("--poles", help="Poles in the simulated street.")] = 8,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", help="Stop after this many seconds (default: until Ctrl-C).")] = None,
+    speed: Annotated[float, typer.Option(
+        "--speed", help="Street clock speed (simulated seconds per second).")] = 60.0,
+    start: Annotated[str | None, typer.Option(
+        "--start", help="Street time to start at, ISO with offset (default: before sunset).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """A simulated street: broker, devices, the gateway and a live view of the platform."""
+    import datetime as dt
+
+    from rich.console import Console
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("amqtt").setLevel(logging.ERROR)
+    if not 1 <= poles <= 200:
+        fail(f"--poles {poles}: expected 1..200", code=2)
+    if speed <= 0:
+        fail(f"--speed {speed:g}: must be positive", code=2)
+    when = None
+    if start is not None:
+        try:
+            when = dt.datetime.fromisoformat(start)
+        except ValueError:
+            fail(f"--start {start!r}: expected ISO time like 2026-12-24T17:30+07:00", code=2)
+        if when.tzinfo is None:
+            fail(f"--start {start!r}: give the UTC offset, e.g. +07:00", code=2)
+    from gateway.demo import run_demo
+
+    raise typer.Exit(asyncio.run(run_demo(poles=poles, duration=duration, speed=speed,
+                                          start=when, console=Console())))
+
+
+@app.command()
 def simulate(spec: Annotated[Path, typer.Option("--spec", help="Simulator spec (YAML).")],
              verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run simulated devices (Modbus TCP/RTU, serial) from a spec file until stopped."""

@@ -325,7 +325,8 @@ class LightingController:
         while True:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.tick)
+                async with asyncio.timeout(self.tick):
+                    await self._wake.wait()
             try:
                 await self.step()
             except asyncio.CancelledError:

@@ -152,7 +152,8 @@ class Uplink:
         if drain_for > 0 and self.link.connected.is_set():
             self._wake.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._until_idle(), timeout=drain_for)
+                async with asyncio.timeout(drain_for):
+                    await self._until_idle()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -235,8 +236,8 @@ class Uplink:
         next_at = loop.time() + interval
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_now.wait(),
-                                       timeout=max(0.0, next_at - loop.time()))
+                async with asyncio.timeout(max(0.0, next_at - loop.time())):
+                    await self._flush_now.wait()
             self._flush_now.clear()
             if loop.time() >= next_at:
                 next_at += interval
@@ -282,7 +283,8 @@ class Uplink:
             self._wake.clear()
             # look again now and then: a store filled by another writer, a missed wake-up
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=5.0)
+                async with asyncio.timeout(5.0):
+                    await self._wake.wait()
 
     async def _drain(self) -> None:
         """Send everything stored: events first, telemetry in seq order, a bounded window."""

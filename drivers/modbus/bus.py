@@ -284,7 +284,10 @@ class ModbusBus:
             t0 = time.perf_counter()
             limit = s.timeout * (s.retries + 1) + 1.0
             try:
-                rr = await asyncio.wait_for(fn(), timeout=limit)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives together with the answer, and close() would wait forever
+                async with asyncio.timeout(limit):
+                    rr = await fn()
             except (TimeoutError, ModbusException) as err:
                 if isinstance(err, ConnectionException) or not self._client.connected:
                     self.stats.errors += 1
@@ -353,7 +356,7 @@ class ModbusBus:
             for plan in dev.plans:
                 dev.next_due[plan.period] = now + min(0.01 * i, plan.period)
         pending_first = {d for d in self.devices}
-        while True:
+        while not self._closed:
             # queued commands first: an operator's write must not wait for a poll round
             while not self._jobs.empty():
                 job, fut = self._jobs.get_nowait()
@@ -370,6 +373,8 @@ class ModbusBus:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self._closed:
+                break
             due_dev, due_plan, due_at = self._earliest()
             now = loop.time()
             if due_dev is None or due_plan is None:
@@ -379,7 +384,8 @@ class ModbusBus:
             if due_at > now:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=due_at - now)
+                    async with asyncio.timeout(due_at - now):
+                        await self._wake.wait()
                 continue
             try:
                 await self._poll_plan(due_dev, due_plan)
@@ -421,7 +427,8 @@ class ModbusBus:
         self._reconnect_delay = min(self._reconnect_delay * 2, self.settings.reconnect_cap)
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
 
     async def _poll_plan(self, dev: DeviceState, plan: Plan) -> None:
         samples: list[Sample] = []

@@ -62,6 +62,16 @@ async def listen(broker: Broker, *, prefix: str = "city/v1", client_id: str | No
 
     Reconnects by itself (jittered backoff). With `client_id` the session is persistent.
     """
+    async for msg, _size in listen_sized(broker, prefix=prefix, client_id=client_id,
+                                         share=share, on_ready=on_ready, reconnect=reconnect):
+        yield msg
+
+
+async def listen_sized(broker: Broker, *, prefix: str = "city/v1",
+                       client_id: str | None = None, share: str | None = None,
+                       on_ready: Callable[[], None] | None = None,
+                       reconnect: bool = True) -> AsyncIterator[tuple[Message, int]]:
+    """Like :func:`listen`, with each message's size on the wire (bytes of payload)."""
     decoder = Decoder(prefix=prefix)
     delay = 0.2
     ready_sent = False
@@ -80,7 +90,7 @@ async def listen(broker: Broker, *, prefix: str = "city/v1", client_id: str | No
                     payload = m.payload if isinstance(m.payload, bytes) else (
                         str(m.payload or "").encode())
                     for out in decoder.feed(str(m.topic), payload):
-                        yield out
+                        yield out, len(payload)
         except aiomqtt.MqttError as err:
             if not reconnect:
                 raise

@@ -1,0 +1,260 @@
+"""`edgegw demo`: a street on one screen, with no set-up.
+
+A broker (Mosquitto if installed, else an embedded Python broker) on a free loopback port,
+simulated devices for a street of N poles (LED drivers on Modbus TCP; environmental sensors,
+a water-level sensor and an energy meter on Modbus RTU over a pseudo-terminal), the gateway
+agent with the operator's example lighting program, and a live view of what the platform
+receives, decoded. The street runs on an accelerated clock (`--speed`) from `--start` (default:
+today, half an hour before sunset) so a few minutes show dusk, the night steps and dawn.
+
+This module is command-line only: it imports the simulators, which the agent never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+import tempfile
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from gateway.config import parse_config
+from gateway.platform.client import Broker, listen_sized
+from gateway.runtime import Agent
+from simulators.broker import EmbeddedBroker, MosquittoBroker, start_demo_broker
+from simulators.runner import SimHandle, open_spec, street_spec
+
+DEMO_LIGHTING: dict[str, Any] = {
+    "failsafe": {"entry_delay_s": 120},
+    "programs": {"main-street": {
+        "description": "the operator's example: full at dusk, dimmed through the night",
+        "steps": [{"at": "sunset-10m", "level": 100}, {"at": "23:00", "level": 60},
+                  {"at": "01:00", "level": 40}, {"at": "05:00", "level": 80},
+                  {"at": "sunrise+10m", "level": "off"}],
+        "calendar": [{"name": "weekend", "nights": ["fri", "sat"],
+                      "steps": [{"at": "sunset-10m", "level": 80}, {"at": "01:00", "level": 40},
+                                {"at": "05:00", "level": 80},
+                                {"at": "sunrise+10m", "level": "off"}]}],
+    }},
+}
+
+
+@dataclass
+class DeviceView:
+    values: dict[str, Any] = field(default_factory=dict)
+    points: int = 0
+    bytes: float = 0.0
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=200))
+
+
+@dataclass
+class View:
+    """What the platform side has seen, for the screen."""
+
+    devices: dict[str, DeviceView] = field(default_factory=lambda: defaultdict(DeviceView))
+    events: deque[str] = field(default_factory=lambda: deque(maxlen=6))
+    messages: int = 0
+    telemetry_bytes: int = 0
+    points: int = 0
+    online: bool | None = None
+    last_seq: int | None = None
+    gaps: int = 0
+
+    def add(self, msg: dict[str, Any], size: int, now: float) -> None:
+        self.messages += 1
+        kind = msg.get("kind")
+        if kind == "telemetry":
+            pts = msg.get("points", [])
+            seq = msg.get("seq")
+            if isinstance(seq, int):
+                if self.last_seq is not None and seq > self.last_seq + 1:
+                    self.gaps += seq - self.last_seq - 1
+                self.last_seq = max(seq, self.last_seq or 0)
+            self.telemetry_bytes += size
+            self.points += len(pts)
+            share = size / max(1, len(pts))
+            for p in pts:
+                dv = self.devices[p["device"]]
+                dv.values[p["point"]] = p.get("value")
+                dv.points += 1
+                dv.bytes += share
+                dv.arrivals.append(now)
+        elif kind == "event":
+            detail = msg.get("detail") or {}
+            what = detail.get("group") or msg.get("device") or ""
+            self.events.appendleft(f"{msg.get('type')} {what}".strip())
+        elif kind == "state":
+            self.online = bool(msg.get("online"))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    return str(v)
+
+
+SHOW = {"lamp": ["dim_level", "lamp_power", "lamp_on"],
+        "env": ["illuminance", "temperature", "humidity", "pm25", "noise"],
+        "water": ["water_level"], "meter": ["voltage", "active_power", "energy"]}
+
+
+def render(view: View, agent: Agent, sim: SimHandle, broker_label: str) -> Group:
+    now = time.monotonic()
+    local = sim.world.now().astimezone(sim.world.tz)
+    head = Text.assemble(
+        ("edgegw demo ", "bold"), f"· broker {broker_label} · street time ",
+        (local.strftime("%a %H:%M"), "bold cyan"),
+        f" · link {agent.link_state()} · {view.messages} messages · ",
+        f"{view.telemetry_bytes / max(1, view.points):.2f} B/point on the wire",
+        (" · seq gaps: " + str(view.gaps)) if view.gaps else "")
+    groups = Table(title="lighting (decided by the gateway)", title_justify="left", expand=True)
+    groups.add_column("group")
+    groups.add_column("level", justify="right")
+    groups.add_column("reason")
+    if agent.lighting is not None:
+        for name, g in agent.lighting.snapshot()["groups"].items():
+            groups.add_row(name, f"{g['level']:g} %" if g["level"] is not None else "-",
+                           g["reason"] or "")
+    devices = Table(title="what the platform receives", title_justify="left", expand=True)
+    devices.add_column("device")
+    devices.add_column("last values")
+    devices.add_column("msg/s", justify="right")
+    devices.add_column("B/point", justify="right")
+    for name in sorted(view.devices, key=_natural):
+        dv = view.devices[name]
+        keys = next((v for k, v in SHOW.items() if name.startswith(k)), None)
+        shown = {k: dv.values[k] for k in (keys or list(dv.values)[:3]) if k in dv.values}
+        recent = [t for t in dv.arrivals if now - t <= 10]
+        rate = len({round(t, 1) for t in recent}) / 10
+        devices.add_row(name, "  ".join(f"{k}={_fmt(v)}" for k, v in shown.items()),
+                        f"{rate:.1f}", f"{dv.bytes / max(1, dv.points):.2f}")
+    events = Text("events: " + (" · ".join(view.events) or "none yet"), style="yellow")
+    return Group(head, groups, devices, events)
+
+
+def _natural(name: str) -> tuple[str, int]:
+    base, _, num = name.rpartition("-")
+    return (base, int(num)) if num.isdigit() else (name, 0)
+
+
+async def run_demo(*, poles: int, duration: float | None, speed: float,
+                   start: dt.datetime | None, console: Console) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    world: dict[str, Any] = {"lat": 10.7769, "lon": 106.7009, "timezone": "Asia/Ho_Chi_Minh",
+                             "speed": speed}
+    if start is None:
+        start = default_start(world)
+    world["start"] = start.isoformat()
+    with tempfile.TemporaryDirectory(prefix="edgegw-demo-") as tmp:
+        broker = start_demo_broker()
+        label = "mosquitto" if isinstance(broker, MosquittoBroker) else "embedded (amqtt)"
+        async with broker, open_spec(street_spec(poles, world=world), ephemeral=True) as sim:
+            assert isinstance(broker, (MosquittoBroker, EmbeddedBroker))
+            cfg = demo_config(sim, url=broker.url, store=Path(tmp) / "store.db",
+                              location=world)
+            view = View()
+            agent = Agent(cfg, wall_clock=lambda: sim.world.now().timestamp())
+
+            ready = asyncio.Event()
+
+            async def platform() -> None:
+                async for msg, size in listen_sized(Broker(broker.url), prefix="city/v1",
+                                                    on_ready=ready.set):
+                    view.add(msg, size, time.monotonic())
+
+            # the platform listens first, so it sees the gateway's birth and first events
+            listener = asyncio.create_task(platform(), name="demo-platform")
+            try:
+                async with asyncio.timeout(10):
+                    await ready.wait()
+                async with agent:
+                    await _screen(view, agent, sim, label, console, stop, duration)
+            finally:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+    console.print(f"demo stopped: {view.messages} messages received, {view.points} points, "
+                  f"{view.telemetry_bytes / max(1, view.points):.2f} bytes per point, "
+                  f"{view.gaps} seq gaps")
+    return 0
+
+
+async def _screen(view: View, agent: Agent, sim: SimHandle, label: str, console: Console,
+                  stop: asyncio.Event, duration: float | None) -> None:
+    deadline = None if duration is None else time.monotonic() + duration
+    if console.is_terminal:
+        with Live(render(view, agent, sim, label), console=console, refresh_per_second=4,
+                  screen=False) as live:
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await stop.wait()
+                live.update(render(view, agent, sim, label))
+        return
+    # not a terminal (CI, a pipe): a plain summary every few seconds
+    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        remaining = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining):
+                await stop.wait()
+        levels = ""
+        if agent.lighting is not None:
+            levels = ", ".join(f"{n} {g['level']:g}% ({g['reason']})" for n, g in
+                               agent.lighting.snapshot()["groups"].items()
+                               if g["level"] is not None)
+        local = sim.world.now().astimezone(sim.world.tz)
+        console.print(f"[{local:%H:%M}] link {agent.link_state()}, "
+                      f"{view.messages} messages, {len(view.devices)} devices reporting, "
+                      f"{view.telemetry_bytes / max(1, view.points):.2f} B/point; {levels}")
+
+
+def default_start(world: dict[str, Any]) -> dt.datetime:
+    """Today, half an hour before sunset at the demo's location."""
+    from zoneinfo import ZoneInfo
+
+    from policies.lighting import Location, sun_times
+
+    tz = ZoneInfo(world["timezone"])
+    today = dt.datetime.now(tz).date()
+    loc = Location(lat=world["lat"], lon=world["lon"], timezone=world["timezone"])
+    sun = sun_times(loc, today)
+    sunset = sun.sunset or dt.datetime.combine(today, dt.time(18, 0), tz)
+    return sunset - dt.timedelta(minutes=30)
+
+
+def demo_config(sim: SimHandle, *, url: str, store: Path, location: dict[str, Any]) -> Any:
+    section = sim.gateway_section(poll=2.0)
+    lamps = [d["name"] for d in section["devices"] if d["name"].startswith("lamp-")]
+    lighting = dict(DEMO_LIGHTING)
+    lighting["groups"] = [{
+        "name": "main-street", "program": "main-street",
+        "outputs": [{"device": n, "point": "dim_level", "watts": 60} for n in lamps],
+        "limits": {"min_level": 20},
+        "illuminance": {"device": "env-1", "point": "illuminance", "on_below": 15,
+                        "off_above": 30, "hold_s": 120},
+    }]
+    raw = {
+        "gateway": {"id": "gw-demo", "site": "demo-street", "groups": ["demo"],
+                    "location": {k: location[k] for k in ("lat", "lon", "timezone")},
+                    "has_rtc": True},
+        "mqtt": {"url": url, "topic_prefix": "city/v1", "reconnect_min": 0.2},
+        "telemetry": {"batch_interval": 1.0},
+        "store": {"path": str(store)},
+        **section,
+        "lighting": lighting,
+    }
+    return parse_config(yaml.safe_dump(raw), source="demo")
