@@ -59,6 +59,9 @@ class BusSettings:
     timeout: float = 1.0
     retries: int = 1
     backoff_cap: float = 300.0          # longest pause before retrying a dead device, seconds
+    # the share of the bus's time that probing one dead device may take: its probes are spaced
+    # so that (probe time / spacing) stays under this, whatever its poll period
+    probe_budget: float = 0.02
     reconnect_cap: float = 30.0         # longest pause between reconnect attempts, seconds
 
 
@@ -273,16 +276,24 @@ class ModbusBus:
         self._reconnect_delay = 0.5
 
     async def _call(self, dev: DeviceState, what: str, fn: Callable[[], Any]) -> Any:
-        """One transaction with the bus to ourselves, errors turned into our exceptions."""
+        """One transaction with the bus to ourselves, errors turned into our exceptions.
+
+        A device known to be offline gets a single try (no retries): a dead unit must cost the
+        shared bus as little as possible.
+        """
         s = self.settings
         unit = dev.settings.unit
+        retries = 0 if dev.health is Health.OFFLINE else s.retries
         where = f"{self._where()} unit {unit} ({dev.settings.name}): {what}"
         async with self._lock:
             await self._ensure_connected()
             assert self._client is not None
+            ctx = getattr(self._client, "ctx", None)
+            if ctx is not None and hasattr(ctx, "retries"):
+                ctx.retries = retries
             self.stats.requests += 1
             t0 = time.perf_counter()
-            limit = s.timeout * (s.retries + 1) + 1.0
+            limit = s.timeout * (retries + 1) + 1.0
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that arrives together with the answer, and close() would wait forever
@@ -294,7 +305,7 @@ class ModbusBus:
                     raise BusError(f"{where}: connection lost: {err}") from err
                 self.stats.timeouts += 1
                 raise DeviceTimeout(
-                    f"{where} timed out after {s.timeout:g} s x {s.retries + 1}") from err
+                    f"{where} timed out after {s.timeout:g} s x {retries + 1}") from err
             finally:
                 self.stats.busy_s += time.perf_counter() - t0
         if rr.isError():
@@ -437,10 +448,11 @@ class ModbusBus:
         while i < len(reads):
             req = reads[i]
             i += 1
+            t0 = time.perf_counter()
             try:
                 regs = await self._read(dev, req)
             except DeviceTimeout as err:
-                self._device_failed(dev, str(err))
+                self._device_failed(dev, str(err), cost=time.perf_counter() - t0)
                 return        # a silent device: do not spend a timeout on each of its reads
             except DeviceException as err:
                 split = self._split_on_illegal_address(dev, plan, req, err)
@@ -509,13 +521,16 @@ class ModbusBus:
         dev.failures = 0
         dev.backoff_until = 0.0
 
-    def _device_failed(self, dev: DeviceState, reason: str) -> None:
+    def _device_failed(self, dev: DeviceState, reason: str, *, cost: float = 0.0) -> None:
         dev.failures += 1
         dev.errors += 1
         dev.last_error = reason
-        # back off: 1, 2, 4 ... poll periods, capped, with jitter so retries do not align
+        # back off: 1, 2, 4 ... poll periods, and never closer than the probe budget allows
+        # (a 1 s probe with a 2 % budget: 50 s apart), capped, with jitter so that the probes
+        # of several dead devices do not align
         period = min(p.period for p in dev.plans)
-        delay = min(period * 2 ** (dev.failures - 1), self.settings.backoff_cap)
+        delay = max(period * 2 ** (dev.failures - 1), cost / self.settings.probe_budget)
+        delay = min(delay, self.settings.backoff_cap)
         delay *= 0.8 + 0.4 * random.random()
         dev.backoff_until = asyncio.get_running_loop().time() + delay
         if dev.health is not Health.OFFLINE:
