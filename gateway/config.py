@@ -467,6 +467,7 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
             problems.append((f"buses[{i}].pattern",
                              "protocol `lines` needs a `pattern` with named groups"))
     problems.extend(_check_lighting(cfg))
+    problems.extend(_check_alerts(cfg))
     seen_dev: set[str] = set()
     seen_unit: dict[tuple[str, int], str] = {}
     for i, d in enumerate(cfg.devices):
@@ -530,6 +531,28 @@ def _check_lighting(cfg: Config) -> list[tuple[str, str]]:
 
     gpio_outs = [o.name for o in cfg.gpio.outputs] if cfg.gpio else []
     return cross_check_rules(rules, known_points(cfg), gpio_outs)
+
+
+def _check_alerts(cfg: Config) -> list[tuple[str, str]]:
+    if not cfg.alerts:
+        return []
+    from policies.alerts import AlertConfigError, load_alerts
+
+    groups = [str(g.get("name")) for g in (cfg.lighting or {}).get("groups", [])
+              if isinstance(g, dict)]
+    tz = cfg.gateway.location.timezone if cfg.gateway.location else None
+    raw = cfg.alerts if isinstance(cfg.alerts, dict) else None
+    if raw is None:
+        return [("alerts", "expected a mapping with a `rules:` list (see docs/alerts.md)")]
+    try:
+        _rules, warnings = load_alerts(raw, timezone=tz, points=known_points(cfg),
+                                       groups=groups)
+    except AlertConfigError as err:
+        return [(f"alerts.{p}" if p else "alerts", m) for p, m in err.problems]
+    # in a gateway config an unknown point or group is an error: a typo would never fire
+    return [(f"alerts.{w.path}" if w.path else "alerts", w.message) for w in warnings
+            if "is not a configured point" in w.message
+            or w.message.startswith("no lighting group")]
 
 
 def load_config(path: str | Path) -> Config:

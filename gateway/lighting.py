@@ -180,6 +180,7 @@ class LightingController:
     version: str = field(init=False)
     resolution: Resolution | None = field(init=False, default=None)
     overrides: dict[str, Override] = field(init=False, default_factory=dict)
+    alert_overrides: dict[str, Override] = field(init=False, default_factory=dict)
     counters: Counters = field(init=False, default_factory=Counters)
     warnings: list[str] = field(init=False, default_factory=list)
     _state: ResolverState = field(init=False, default_factory=ResolverState)
@@ -269,6 +270,12 @@ class LightingController:
         self._wake.set()
         return ov
 
+    def set_alert_overrides(self, overrides: dict[str, Override]) -> None:
+        """The overrides active alerts ask for (replacing the previous set)."""
+        if overrides != self.alert_overrides:
+            self.alert_overrides = dict(overrides)
+            self._wake.set()
+
     def clear_override(self, *, group: str, source: str | None = None) -> int:
         keys = [k for k, o in self.overrides.items()
                 if o.group == group and (source is None or o.id == source)]
@@ -353,9 +360,9 @@ class LightingController:
             del self.overrides[k]
         if expired:
             self._save_overrides()
+        overrides = [*self.overrides.values(), *self.alert_overrides.values()]
         res = resolve(now, clock_trusted=self.clock_trust.trusted, values=self._values(),
-                      rules=self.rules, overrides=list(self.overrides.values()),
-                      state=self._state)
+                      rules=self.rules, overrides=overrides, state=self._state)
         self._state = res.state
         self.resolution = res
         for ev in res.events:

@@ -30,7 +30,7 @@ from drivers.sample import Quality, Sample
 from drivers.serial.reader import LinkState as SerialState
 from drivers.serial.reader import Parity, SerialProtocol, SerialReader, SerialSettings
 from gateway import __version__
-from gateway.codec import Topics, encode_state
+from gateway.codec import Severity, Topics, encode_state
 from gateway.config import Config, GpioCfg, ModbusRtuBus, ModbusTcpBus, SerialBus, known_points
 from gateway.latest import LatestValues
 from gateway.lighting import ClockTrust, LightingController, RulesRejected, rules_version
@@ -86,6 +86,7 @@ class Agent:
         self.gpio_outputs: dict[str, Any] = {}
         self.gpio_inputs: dict[str, Any] = {}
         self.lighting: LightingController | None = None
+        self.alerts: Any = None             # gateway.alerting.AlertMonitor when configured
         self._device_bus: dict[str, ModbusBus] = {}
         self._stack = contextlib.AsyncExitStack()
         self._entered = False
@@ -138,6 +139,8 @@ class Agent:
                 self._start_gpio(self.config.gpio)
             if self.config.lighting:
                 await self._start_lighting()
+            if self.config.alerts:
+                await self._start_alerts()
         except BaseException:
             await self._stack.aclose()
             self._entered = False
@@ -193,6 +196,24 @@ class Agent:
             wall_clock=self._wall)
         self.lighting = controller
         await self._stack.enter_async_context(controller)
+
+    async def _start_alerts(self) -> None:
+        from gateway.alerting import AlertMonitor
+
+        cfg = self.config
+        periods = {(d.name, p.name): p.poll or d.poll for d in cfg.devices for p in d.points}
+        monitor = AlertMonitor(
+            cfg.alerts if isinstance(cfg.alerts, dict) else None,
+            timezone=cfg.gateway.location.timezone if cfg.gateway.location else None,
+            points=known_points(cfg),
+            groups=self.lighting.group_names() if self.lighting is not None else [],
+            poll_periods=periods, latest=self.latest, emit=self.emit_event,
+            lighting=self.lighting,
+            kv_get=self.store.kv_get if self.store is not None else None,
+            kv_set=self.store.kv_set if self.store is not None else None,
+            wall_clock=self._wall)
+        self.alerts = monitor
+        await self._stack.enter_async_context(monitor)
 
     async def _start_uplink(self) -> None:
         cfg = self.config
@@ -276,8 +297,14 @@ class Agent:
                     log.info("%s.%s: %s", s.device, s.point, s.quality)
 
     def _event(self, event: BusEvent) -> None:
+        self.emit_event(event.type, event.device, event.detail, None)
+
+    def emit_event(self, type_: str, device: str | None, detail: dict[str, Any],
+                   severity: Severity | None = None) -> None:
+        """An event: to the store's priority lane (the platform), and to local listeners."""
         if self.uplink is not None:
-            self.uplink.emit(event.type, event.device, event.detail)
+            self.uplink.emit(type_, device, detail, severity=severity)
+        event = BusEvent(type_, device, detail)
         for listener in list(self._event_listeners):
             listener(event)
 
@@ -340,6 +367,8 @@ class Agent:
         }
         if self.lighting is not None:
             snap["lighting"] = self.lighting.snapshot()
+        if self.alerts is not None:
+            snap["alerts"] = self.alerts.snapshot()
         return snap
 
     def set_override(self, *, group: str, level: float, duration_s: float | None,
@@ -360,16 +389,38 @@ class Agent:
                                                                         source=source)}
 
     def get_rules(self) -> dict[str, Any]:
-        if self.lighting is None:
-            return {"version": rules_version(None), "lighting": None}
-        return {"version": self.lighting.version, "lighting": self.lighting.rules_raw}
+        lighting = self.lighting.rules_raw if self.lighting is not None else None
+        alerts = self.alerts.raw if self.alerts is not None else None
+        out: dict[str, Any] = {"version": self._rules_version(), "lighting": lighting}
+        if alerts is not None:
+            out["alerts"] = alerts
+        return out
 
-    async def set_rules(self, lighting: dict[str, Any]) -> dict[str, Any]:
-        if self.lighting is None:
+    def _rules_version(self) -> str:
+        lighting = self.lighting.rules_raw if self.lighting is not None else None
+        alerts = self.alerts.raw if self.alerts is not None else None
+        return rules_version({"lighting": lighting, "alerts": alerts} if alerts else lighting)
+
+    async def set_rules(self, lighting: dict[str, Any] | None,
+                        alerts: dict[str, Any] | None = None) -> dict[str, Any]:
+        """New lighting (and alert) rules: all checked before any takes effect."""
+        if lighting is not None and self.lighting is None:
             raise RulesRejected([("lighting", "this gateway was started without lighting "
                                               "rules; add a lighting section to its config")])
-        version = self.lighting.set_rules(lighting)
-        return {"version": version, "warnings": self.lighting.warnings}
+        if alerts is not None and self.alerts is None:
+            raise RulesRejected([("alerts", "this gateway was started without alert rules; "
+                                            "add an alerts section to its config")])
+        if lighting is not None and self.lighting is not None:
+            self.lighting.check_rules(lighting)
+        if alerts is not None and self.alerts is not None:
+            self.alerts.check(alerts)
+        warnings: list[str] = []
+        if lighting is not None and self.lighting is not None:
+            self.lighting.set_rules(lighting)
+            warnings += self.lighting.warnings
+        if alerts is not None and self.alerts is not None:
+            self.alerts.set_rules(alerts)
+        return {"version": self._rules_version(), "warnings": warnings}
 
     def sync_time(self, *, epoch_ms: int, set_clock: bool) -> dict[str, Any]:
         skew_ms = epoch_ms - int(self._wall() * 1000)

@@ -152,6 +152,8 @@ class World:
         self._observer = astral.Observer(latitude=lat, longitude=lon)
         self._lux_script: _Script | None = None
         self._water_script: _Script | None = None
+        self._pm25_script: _Script | None = None
+        self._pm10_script: _Script | None = None
 
     # ------------------------------------------------------------------------------ time
     def now(self) -> datetime:
@@ -176,6 +178,14 @@ class World:
     def set_water_script(self, steps: Sequence[tuple[float, float]] | None) -> None:
         """Step the water level (cm) at offsets (s) from now; ``None`` clears the script."""
         self._water_script = None if steps is None else _Script(self.now(), steps)
+
+    def set_pm25_script(self, steps: Sequence[tuple[float, float]] | None) -> None:
+        """Step PM2.5 (ug/m3) at offsets (s) from now (a pollution episode); ``None`` clears."""
+        self._pm25_script = None if steps is None else _Script(self.now(), steps)
+
+    def set_pm10_script(self, steps: Sequence[tuple[float, float]] | None) -> None:
+        """Step PM10 (ug/m3) at offsets (s) from now; ``None`` clears (then 1.6 x PM2.5)."""
+        self._pm10_script = None if steps is None else _Script(self.now(), steps)
 
     # --------------------------------------------------------------------------- physics
     def sun_elevation(self, when: datetime | None = None) -> float:
@@ -208,12 +218,18 @@ class World:
 
     def pm25(self, when: datetime | None = None) -> float:
         """Fine particulates (ug/m3): a background plus morning and evening rush peaks."""
+        when = when or self.now()
+        if self._pm25_script is not None and (v := self._pm25_script.at(when)) is not None:
+            return max(0.0, v + self.rng.gauss(0, 1.0))
         h = self.local_hour(when)
         rush = 18.0 * math.exp(-((h - 8.0) ** 2) / 2.0) + 14.0 * math.exp(-((h - 18.0) ** 2) / 2.0)
         return max(0.0, 16.0 + rush + self.rng.gauss(0, 1.5))
 
     def pm10(self, when: datetime | None = None) -> float:
-        """Coarse particulates (ug/m3), about 1.6 times PM2.5."""
+        """Coarse particulates (ug/m3): the script, else about 1.6 times PM2.5."""
+        when = when or self.now()
+        if self._pm10_script is not None and (v := self._pm10_script.at(when)) is not None:
+            return max(0.0, v + self.rng.gauss(0, 1.5))
         return self.pm25(when) * 1.6 + abs(self.rng.gauss(0, 2.0))
 
     def noise_db(self, when: datetime | None = None) -> float:

@@ -242,11 +242,29 @@ def test_a_past_start_joins_the_storm_midway() -> None:
     assert 44 < world.water() < 46
 
 
+def test_a_world_plays_a_pollution_episode() -> None:
+    world, clock = _world(5)
+    playback = apply_scenario(world, pollution_episode(rise_s=600, plateau_s=600, fall_s=600))
+    assert set(playback.played) == {Quantity.PM25, Quantity.PM10}
+    assert world.pm25() < 30
+    clock.advance(900)                            # on the plateau
+    assert 110 < world.pm25() < 130
+    assert 170 < world.pm10() < 215
+
+
 def test_a_world_without_a_particulate_hook_says_so() -> None:
+    class NoPm:
+        def __init__(self, world: World) -> None:
+            self._w = world
+
+        def now(self) -> datetime:
+            return self._w.now()
+
     world, _ = _world(5)
     with pytest.raises(ScenarioError, match="set_pm25_script"):
-        apply_scenario(world, pollution_episode())
-    playback = apply_scenario(world, pollution_episode(), skip_unsupported=True)
+        apply_scenario(NoPm(world), pollution_episode())  # type: ignore[arg-type]
+    playback = apply_scenario(NoPm(world), pollution_episode(),  # type: ignore[arg-type]
+                              skip_unsupported=True)
     assert playback.played == () and set(playback.skipped) == {Quantity.PM25, Quantity.PM10}
     with pytest.raises(ScenarioError, match="aware"):
         apply_scenario(world, storm(), start=datetime(2025, 6, 1))

@@ -66,6 +66,7 @@ class LimitKind(StrEnum):
 class OverrideSource(StrEnum):
     COMMAND = "command"   # set_override from the platform or the CLI
     SWITCH = "switch"     # the cabinet's manual switch
+    ALERT = "alert"       # an active alert's lighting action (policies.alerts)
 
 
 class EventKind(StrEnum):
