@@ -116,6 +116,10 @@ def demo(
     start: Annotated[str | None, typer.Option(
         "--start", help="Street time to start at, ISO with offset (default: before sunset).")
     ] = None,
+    storm: Annotated[float | None, typer.Option(
+        "--storm", help="Play a storm (flooding, darkness) after this many seconds.")] = None,
+    pollution: Annotated[float | None, typer.Option(
+        "--pollution", help="Play a pollution episode after this many seconds.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """A simulated street: broker, devices, the gateway and a live view of the platform."""
@@ -143,7 +147,8 @@ def demo(
     from gateway.demo import run_demo
 
     raise typer.Exit(asyncio.run(run_demo(poles=poles, duration=duration, speed=speed,
-                                          start=when, console=Console())))
+                                          start=when, console=Console(), storm_after=storm,
+                                          pollution_after=pollution)))
 
 
 @app.command()

@@ -50,6 +50,21 @@ DEMO_LIGHTING: dict[str, Any] = {
 }
 
 
+DEMO_ALERTS: dict[str, Any] = {"rules": [
+    {"name": "flood_warning", "kind": "threshold", "severity": "warning",
+     "point": "water-1/water_level", "above": 25, "clear": 20, "hold": "60s",
+     "lighting": {"group": "main-street", "level": 100, "priority": 500}},
+    {"name": "flood_alarm", "kind": "threshold", "severity": "alarm",
+     "point": "water-1/water_level", "above": 40, "clear": 35,
+     "lighting": {"group": "main-street", "pattern": "flash", "level": 100, "off_level": 20,
+                  "on_s": 60, "off_s": 60, "priority": 600}},
+    {"name": "flood_rising", "kind": "rate", "severity": "warning",
+     "point": "water-1/water_level", "rise": 5, "window": "10m", "clear": 2},
+    {"name": "air_quality_poor", "kind": "mean", "severity": "warning",
+     "point": "env-1/pm25", "above": 55, "clear": 45, "window": "1h"},
+]}
+
+
 @dataclass
 class DeviceView:
     values: dict[str, Any] = field(default_factory=dict)
@@ -139,8 +154,19 @@ def render(view: View, agent: Agent, sim: SimHandle, broker_label: str) -> Group
         rate = len({round(t, 1) for t in recent}) / 10
         devices.add_row(name, "  ".join(f"{k}={_fmt(v)}" for k, v in shown.items()),
                         f"{rate:.1f}", f"{dv.bytes / max(1, dv.points):.2f}")
+    alerts = Table(title="active alerts (raised at the edge)", title_justify="left",
+                   expand=True)
+    alerts.add_column("alert")
+    alerts.add_column("severity")
+    alerts.add_column("device")
+    alerts.add_column("since")
+    if agent.alerts is not None:
+        for a in agent.alerts.snapshot():
+            since = dt.datetime.fromtimestamp(a.get("since", 0) / 1000, sim.world.tz)
+            alerts.add_row(str(a.get("type")), str(a.get("severity")), str(a.get("device")),
+                           since.strftime("%H:%M"))
     events = Text("events: " + (" · ".join(view.events) or "none yet"), style="yellow")
-    return Group(head, groups, devices, events)
+    return Group(head, groups, alerts, devices, events)
 
 
 def _natural(name: str) -> tuple[str, int]:
@@ -149,7 +175,8 @@ def _natural(name: str) -> tuple[str, int]:
 
 
 async def run_demo(*, poles: int, duration: float | None, speed: float,
-                   start: dt.datetime | None, console: Console) -> int:
+                   start: dt.datetime | None, console: Console,
+                   storm_after: float | None = None, pollution_after: float | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -182,6 +209,10 @@ async def run_demo(*, poles: int, duration: float | None, speed: float,
                 async with asyncio.timeout(10):
                     await ready.wait()
                 async with agent:
+                    if storm_after is not None:
+                        _schedule(storm_after, lambda: _storm(sim, speed, view))
+                    if pollution_after is not None:
+                        _schedule(pollution_after, lambda: _pollution(sim, speed, view))
                     await _screen(view, agent, sim, label, console, stop, duration)
             finally:
                 listener.cancel()
@@ -222,6 +253,25 @@ async def _screen(view: View, agent: Agent, sim: SimHandle, label: str, console:
                       f"{view.telemetry_bytes / max(1, view.points):.2f} B/point; {levels}")
 
 
+def _schedule(after: float, action: Any) -> None:
+    asyncio.get_running_loop().call_later(after, action)
+
+
+def _storm(sim: SimHandle, speed: float, view: View) -> None:
+    """A storm that plays out in about two minutes of real time, whatever the speed."""
+    from simulators.scenarios import apply_scenario, storm
+
+    apply_scenario(sim.world, storm().fit(120 * speed))
+    view.events.appendleft("STORM started (simulated)")
+
+
+def _pollution(sim: SimHandle, speed: float, view: View) -> None:
+    from simulators.scenarios import apply_scenario, pollution_episode
+
+    apply_scenario(sim.world, pollution_episode().fit(180 * speed))
+    view.events.appendleft("POLLUTION episode started (simulated)")
+
+
 def default_start(world: dict[str, Any]) -> dt.datetime:
     """Today, half an hour before sunset at the demo's location."""
     from zoneinfo import ZoneInfo
@@ -256,5 +306,6 @@ def demo_config(sim: SimHandle, *, url: str, store: Path, location: dict[str, An
         "store": {"path": str(store)},
         **section,
         "lighting": lighting,
+        "alerts": DEMO_ALERTS,
     }
     return parse_config(yaml.safe_dump(raw), source="demo")
