@@ -20,10 +20,15 @@ deps: $(STAMP) mosquitto
 
 # Tests start their own private Mosquitto; install it from Debian's packages when it is missing.
 mosquitto:
-	@if ! command -v mosquitto >/dev/null 2>&1 && ! test -x /usr/sbin/mosquitto; then \
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	if ! command -v mosquitto >/dev/null 2>&1 && ! test -x /usr/sbin/mosquitto; then \
 		echo "mosquitto not found: installing it from Debian's packages"; \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto mosquitto-clients; \
+	fi; \
+	if ! command -v shellcheck >/dev/null 2>&1; then \
+		echo "shellcheck not found: installing it (optional: its test skips without it)"; \
+		( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq shellcheck ) \
+			|| echo "shellcheck could not be installed; the deploy script lint test will skip"; \
 	fi
 
 lint: $(STAMP)

@@ -27,6 +27,7 @@ from gateway.config import (
     config_schema,
     load_config,
 )
+from gateway.control import DEFAULT_SOCKET
 from gateway.errors import ConfigError, GatewayError
 from gateway.platform.client import Broker, listen, new_request_id, send
 from gateway.platform.decoder import Decoder, format_line
@@ -84,20 +85,55 @@ def run(config: ConfigOpt, verbose: Annotated[bool, typer.Option("--verbose", "-
     """Run the agent in the foreground until SIGTERM/SIGINT."""
     _setup_logging(verbose)
     cfg = load_or_exit(config)
+    from drivers.sample import Sample
+    from gateway.control import ControlError, ControlServer, agent_snapshot, status_line
+    from gateway.health import HealthSampler, agent_counters, run_health
     from gateway.runtime import Agent
+    from gateway.service import SystemdNotifier
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        agent = Agent(cfg, log_samples=log_samples)
+        agent = Agent(cfg, log_samples=log_samples,
+                      first_connect_jitter=cfg.service.connect_jitter)
         agent.on_event(lambda e: log.info("event %s %s %s", e.type, e.device or "",
                                           json.dumps(e.detail)))
-        async with agent:
+
+        def snapshot() -> dict[str, Any]:
+            return agent_snapshot(agent)
+
+        def offer_health(samples: list[Sample]) -> None:
+            if agent.uplink is not None:
+                agent.uplink.offer(samples)
+
+        notifier = SystemdNotifier(status=lambda: status_line(snapshot()),
+                                   status_interval=cfg.service.status_interval)
+        async with notifier as sd, agent, contextlib.AsyncExitStack() as extras:
+            control = ControlServer(cfg.service.control_socket, snapshot)
+            try:
+                await control.start()
+                extras.push_async_callback(control.close)
+            except ControlError as err:   # the lamps matter more than `edgegw status`
+                log.warning("%s; `edgegw status` will not work (%s)", err, err.hint)
+            sampler = HealthSampler(store_path=cfg.store.path,
+                                    counters=lambda: agent_counters(agent))
+            health = asyncio.create_task(
+                run_health(sampler, offer_health, cfg.service.health_interval),
+                name="health")
+
+            async def stop_health() -> None:
+                health.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await health
+
+            extras.push_async_callback(stop_health)
             log.info("gateway %s running: %d bus(es), %d device(s)", cfg.gateway.id,
                      len(agent.buses), len(cfg.devices))
+            sd.ready(status_line(snapshot()))
             await agent.run(stop)
+            sd.stopping()
         log.info("stopped cleanly")
 
     try:
@@ -149,6 +185,23 @@ def demo(
     raise typer.Exit(asyncio.run(run_demo(poles=poles, duration=duration, speed=speed,
                                           start=when, console=Console(), storm_after=storm,
                                           pollution_after=pollution)))
+
+
+@app.command()
+def status(
+    socket: Annotated[Path, typer.Option(
+        "--socket", envvar="EDGEGW_CONTROL_SOCKET",
+        help="The agent's control socket (service.control_socket).")] = Path(DEFAULT_SOCKET),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the snapshot as JSON.")] = False,
+) -> None:
+    """Print the live picture from the running agent: link, backlog, devices, lighting."""
+    from gateway.control import ControlError, fetch_status, render_status
+
+    try:
+        snap = fetch_status(socket)
+    except ControlError as err:
+        fail(str(err), hint=err.hint)
+    typer.echo(json.dumps(snap, indent=2, default=str) if as_json else render_status(snap))
 
 
 @app.command()

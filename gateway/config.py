@@ -251,6 +251,13 @@ class DeviceCfg(_Model):
         return tuple(p.spec() for p in self.points)
 
 
+class ServiceCfg(_Model):
+    control_socket: str = "/run/edgegw/control.sock"
+    health_interval: float = Field(default=60.0, gt=0, le=3600)   # `gateway` device telemetry
+    status_interval: float = Field(default=5.0, gt=0, le=600)     # systemd STATUS= refresh
+    connect_jitter: float = Field(default=10.0, ge=0, le=600)     # first MQTT connect, s
+
+
 class Config(_Model):
     gateway: GatewayCfg
     mqtt: MqttCfg = MqttCfg()
@@ -262,6 +269,7 @@ class Config(_Model):
     lighting: dict[str, Any] | None = None
     alerts: dict[str, Any] | list[Any] | None = None
     commands: dict[str, Any] | None = None
+    service: ServiceCfg = ServiceCfg()
 
     # where the file came from (not a config key)
     source: str = Field(default="<config>", exclude=True)
@@ -474,6 +482,9 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
         where = f"devices[{i}]"
         if d.name in seen_dev:
             problems.append((f"{where}.name", f"device name {d.name!r} is used twice"))
+        if d.name in ("gateway", "lighting"):
+            problems.append((f"{where}.name", f"{d.name!r} is the name of a built-in device "
+                                              "(the agent's own telemetry): choose another"))
         seen_dev.add(d.name)
         if d.bus not in bus_names:
             known = ", ".join(bus_names) or "none defined"

@@ -26,6 +26,7 @@ def gateway_config(sim: SimHandle, *, broker_url: str, store: Path, gateway_id: 
                  "reconnect_max": 1.0, "connect_timeout": 3},
         "telemetry": {"batch_interval": batch_interval},
         "store": {"path": str(store)},
+        "service": {"control_socket": str(store.parent / "control.sock"), "connect_jitter": 0},
         **section,
     }
     for key, value in (extra or {}).items():

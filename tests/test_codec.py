@@ -683,9 +683,10 @@ def test_format_line_and_subscriptions() -> None:
     assert "\n" not in line and json.loads(line)["points"][0]["value"] is None
     assert "ünï" in line
     assert subscriptions("city/v1") == ["city/v1/+/telemetry", "city/v1/+/events",
-                                        "city/v1/+/state", "city/v1/+/cmd/res"]
-    assert subscriptions("city/v1/", share="platform", commands=True)[-1] == \
-        "$share/platform/city/v1/groups/+/cmd/req"
+                                        "city/v1/+/cmd/res", "city/v1/+/state"]
+    shared = subscriptions("city/v1/", share="platform", commands=True)
+    assert shared[-2] == "$share/platform/city/v1/groups/+/cmd/req"
+    assert shared[-1] == "city/v1/+/state"      # never shared: retained catalogues
     payload, _ = _valid_payload()
     assert batch_header(payload)["seq"] == 9 and batch_header(payload)["points"] == 64
 

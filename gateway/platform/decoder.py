@@ -56,10 +56,14 @@ def subscriptions(prefix: str, *, share: str | None = None,
     subscriptions (``$share/GROUP/...``) so several consumers split the load (DESIGN.md 5);
     ``commands`` adds the command topics (to watch what others send)."""
     p = prefix.rstrip("/")
-    filters = [f"{p}/+/telemetry", f"{p}/+/events", f"{p}/+/state", f"{p}/+/cmd/res"]
+    filters = [f"{p}/+/telemetry", f"{p}/+/events", f"{p}/+/cmd/res"]
     if commands:
         filters += [f"{p}/+/cmd/req", f"{p}/groups/+/cmd/req"]
-    return [f"$share/{share}/{f}" for f in filters] if share else filters
+    if share:
+        filters = [f"$share/{share}/{f}" for f in filters]
+    # the state topic is never shared: brokers do not send retained messages to shared
+    # subscriptions, and every consumer needs every gateway's catalogue to decode telemetry
+    return [*filters, f"{p}/+/state"]
 
 
 def format_line(message: Message) -> str:
