@@ -22,8 +22,6 @@ from gateway import __version__
 from gateway.codec import CommandRequest
 from gateway.config import (
     Config,
-    ModbusRtuBus,
-    ModbusTcpBus,
     config_schema,
     load_config,
 )
@@ -31,6 +29,7 @@ from gateway.control import DEFAULT_SOCKET
 from gateway.errors import ConfigError, GatewayError
 from gateway.platform.client import Broker, listen, new_request_id, send
 from gateway.platform.decoder import Decoder, format_line
+from provisioning.cli import register as register_provisioning
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="edgegw: street-cabinet gateway for smart lighting and sensors.")
@@ -39,6 +38,7 @@ app.add_typer(config_app, name="config")
 platform_app = typer.Typer(no_args_is_help=True,
                            help="The city platform's side: listen, decode, send commands.")
 app.add_typer(platform_app, name="platform")
+register_provisioning(app)          # provision, scan, check (provisioning/cli.py)
 
 log = logging.getLogger("edgegw")
 
@@ -229,84 +229,6 @@ def simulate(spec: Annotated[Path, typer.Option("--spec", help="Simulator spec (
     except OSError as err:
         fail(f"cannot start the simulators: {err}",
              hint="a TCP port or link path of the spec may be in use by another simulator")
-
-
-@app.command()
-def scan(config: ConfigOpt,
-         bus: Annotated[str, typer.Option("--bus", help="Name of the bus to scan.")],
-         units: Annotated[str, typer.Option(help="Unit ids to try, e.g. 1-32,100.")] = "1-247",
-         timeout: Annotated[float, typer.Option(help="Seconds to wait for each unit.")] = 0.3,
-         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Find the Modbus unit ids that answer on a bus."""
-    _setup_logging(False)
-    cfg = load_or_exit(config)
-    try:
-        b = cfg.bus(bus)
-    except KeyError:
-        fail(f"no bus named {bus!r} in {config} (buses: "
-             f"{', '.join(x.name for x in cfg.buses) or 'none'})", code=2)
-    if not isinstance(b, (ModbusRtuBus, ModbusTcpBus)):
-        fail(f"bus {bus} is a {b.type} bus; scan works on Modbus buses", code=2)
-    try:
-        unit_ids = parse_ranges(units, lo=0, hi=247)
-    except ValueError as err:
-        fail(f"--units: {err}", code=2)
-    from rich.progress import Progress
-
-    from drivers.modbus.probe import ProbeResult, probe_units
-    from gateway.runtime import modbus_settings
-
-    settings = modbus_settings(cfg, b)
-    found: list[ProbeResult] = []
-
-    async def main() -> list[ProbeResult]:
-        with Progress(transient=True, disable=as_json) as progress:
-            task = progress.add_task(f"scanning {bus}", total=len(unit_ids))
-
-            def tick(r: ProbeResult) -> None:
-                progress.advance(task)
-                if r.answered:
-                    found.append(r)
-            return await probe_units(settings, unit_ids, unit_timeout=timeout,
-                                     on_progress=tick)
-
-    try:
-        asyncio.run(main())
-    except GatewayError as err:
-        fail(str(err), hint="check the bus settings (port, baud rate, cabling) and power")
-    known = {(d.bus, d.unit): d.name for d in cfg.devices}
-    if as_json:
-        typer.echo(json.dumps([{"unit": r.unit, "detail": r.detail,
-                                "configured_as": known.get((bus, r.unit))} for r in found]))
-        return
-    if not found:
-        typer.echo(f"no unit answered on {bus} ({len(unit_ids)} tried)")
-        raise typer.Exit(1)
-    typer.echo(f"{len(found)} unit(s) answered on {bus}:")
-    for r in found:
-        name = known.get((bus, r.unit))
-        label = f"= {name}" if name else "(not in config)"
-        typer.echo(f"  unit {r.unit:3d}  {r.detail:<28} {label}")
-
-
-def parse_ranges(text: str, *, lo: int, hi: int) -> list[int]:
-    """'1-5,9' -> [1, 2, 3, 4, 5, 9], each within lo..hi."""
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        a, _, b = part.partition("-")
-        try:
-            start, end = int(a), int(b or a)
-        except ValueError:
-            raise ValueError(f"{part!r} is not a number or a range like 1-32") from None
-        if not (lo <= start <= end <= hi):
-            raise ValueError(f"{part!r} is outside {lo}..{hi}")
-        out.extend(range(start, end + 1))
-    if not out:
-        raise ValueError("no unit ids given")
-    return sorted(set(out))
 
 
 @config_app.command("schema")

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import termios
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -258,12 +259,16 @@ class ModbusBus:
             self._client = self._make_client()
         try:
             ok = await self._client.connect()
-        except (OSError, ModbusException) as err:
+        except (OSError, ModbusException, termios.error) as err:
+            # termios.error: a serial line refused a setting (parity, speed) after opening
             ok = False
             reason = str(err)
         else:
             reason = "connection refused or port unavailable"
         if not ok:
+            # release the port (pyserial holds an exclusive lock) before the next attempt
+            self._client.close()
+            self._client = None
             if self.state is ConnState.CONNECTED:
                 self._on_event(BusEvent("bus_down", None, {"bus": self.settings.name,
                                                            "reason": reason}))
