@@ -19,8 +19,9 @@ from typing import Any
 
 from drivers.sample import Sample
 from gateway.codec import Severity
+from gateway.commands.target import RulesRejected
 from gateway.latest import LatestValues
-from gateway.lighting import LightingController, RulesRejected
+from gateway.lighting import LightingController
 from policies.alerts import (
     ActiveAlert,
     AlertConfigError,

@@ -24,6 +24,7 @@ from pydantic import (
 
 from drivers.modbus.planner import DEFAULT_MAX_GAP, PlanError, plan_device
 from drivers.modbus.registers import DataType, Order, PointSpec, Table
+from gateway.commands.config import CommandsCfg
 from gateway.errors import ConfigError
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -268,7 +269,7 @@ class Config(_Model):
     gpio: GpioCfg | None = None
     lighting: dict[str, Any] | None = None
     alerts: dict[str, Any] | list[Any] | None = None
-    commands: dict[str, Any] | None = None
+    commands: CommandsCfg = CommandsCfg()
     service: ServiceCfg = ServiceCfg()
 
     # where the file came from (not a config key)
@@ -451,6 +452,9 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
             loc = _clean_loc(tuple(e["loc"]))
             problems.append((at(loc), _describe(dict(e))))
         raise ConfigError(source, problems) from None
+    if base_dir is not None and cfg.commands.signing is not None:
+        cfg = cfg.model_copy(update={"commands": cfg.commands.model_copy(
+            update={"signing": cfg.commands.signing.with_base(base_dir)})})
     problems.extend(_cross_check(cfg))
     if problems:
         raise ConfigError(source, [(at(_parse_path(path)), msg) for path, msg in problems])

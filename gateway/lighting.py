@@ -33,6 +33,7 @@ from typing import Any
 from drivers.errors import DriverError
 from drivers.gpio import LevelOutput
 from drivers.sample import Sample
+from gateway.commands.target import RulesRejected
 from gateway.latest import LatestValues
 from policies.lighting import (
     Counters,
@@ -143,14 +144,6 @@ class _Applied:
     level: float | None = None
     written_at: float = 0.0
     pending: bool = False             # a relay deferred by anti-chatter, or a failed write
-
-
-class RulesRejected(ValueError):
-    """New lighting rules were refused; `problems` lists (field path, message)."""
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in problems))
 
 
 WritePoint = Callable[[str, str, float], Awaitable[None]]

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import stat
 from collections.abc import Awaitable, Callable
@@ -176,6 +177,8 @@ class MqttLink:
             max_inflight_messages=self.cfg.max_inflight, tls_context=tls,
             protocol=aiomqtt.ProtocolVersion.V311,
             logger=logging.getLogger("edgegw.link.paho"),
+            # without it Nagle meets delayed ACKs: ~44 ms per QoS 1 exchange
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         # the uplink keeps up to max_inflight publishes pending on purpose: no warning for it
         client.pending_calls_threshold = self.cfg.max_inflight + 10

@@ -31,9 +31,12 @@ from drivers.serial.reader import LinkState as SerialState
 from drivers.serial.reader import Parity, SerialProtocol, SerialReader, SerialSettings
 from gateway import __version__
 from gateway.codec import Severity, Topics, encode_state
+from gateway.commands import Dispatcher
+from gateway.commands.target import RulesRejected
 from gateway.config import Config, GpioCfg, ModbusRtuBus, ModbusTcpBus, SerialBus, known_points
+from gateway.errors import LinkError
 from gateway.latest import LatestValues
-from gateway.lighting import ClockTrust, LightingController, RulesRejected, rules_version
+from gateway.lighting import ClockTrust, LightingController, rules_version
 from gateway.link import LinkState, MqttLink, Will
 from gateway.store import Durability, Store
 from gateway.uplink import Uplink
@@ -96,6 +99,7 @@ class Agent:
         self.store: Store | None = None
         self.link: MqttLink | None = None
         self.uplink: Uplink | None = None
+        self.dispatcher: Dispatcher | None = None
         for b in config.buses:
             if isinstance(b, (ModbusRtuBus, ModbusTcpBus)):
                 bus = ModbusBus(modbus_settings(config, b), device_settings(config, b.name),
@@ -232,6 +236,11 @@ class Agent:
         uplink = Uplink(cfg, store, link, birth_detail=self.birth_detail,
                         wall_clock=self._wall)
         self.link, self.uplink = link, uplink
+        # before the link starts, so the first command has a handler; a bad key file raises
+        # ConfigError here and the agent refuses to start
+        self.dispatcher = Dispatcher(self, cfg=cfg.commands, store=store, emit=uplink.emit,
+                                     gateway_id=cfg.gateway.id,
+                                     topic_prefix=cfg.mqtt.topic_prefix, clock=self._wall)
 
         async def stop_link() -> None:
             await link.close(goodbye=encode_state(online=False))
@@ -278,8 +287,14 @@ class Agent:
             await self.uplink.on_connect(link)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
-        log.debug("message on %s (%d bytes) ignored: no command handler yet", topic,
-                  len(payload))
+        """A command: answered on cmd/res, whatever it is (the dispatcher never raises)."""
+        if self.dispatcher is None or self.link is None:
+            return
+        response = await self.dispatcher.handle(topic, payload)
+        try:
+            await self.link.publish(self.topics.cmd_res, response, qos=1)
+        except LinkError as err:
+            log.warning("command response not sent: %s", err)
 
     # ------------------------------------------------------------------ consumers
     def on_event(self, listener: EventListener) -> None:
@@ -369,12 +384,17 @@ class Agent:
             snap["lighting"] = self.lighting.snapshot()
         if self.alerts is not None:
             snap["alerts"] = self.alerts.snapshot()
+        if self.dispatcher is not None:
+            snap["commands"] = self.dispatcher.stats.as_dict()
         return snap
+
+    def clock_trusted(self) -> bool:
+        return self.clock.trusted
 
     def set_override(self, *, group: str, level: float, duration_s: float | None,
                      priority: int, source: str) -> dict[str, Any]:
         if self.lighting is None:
-            raise KeyError("this gateway has no lighting groups")
+            raise NotImplementedError("this gateway has no lighting groups")
         ov = self.lighting.set_override(group=group, level=level, duration_s=duration_s,
                                         priority=priority, source=source)
         return {"group": ov.group, "level": ov.level, "priority": ov.priority,
@@ -382,7 +402,7 @@ class Agent:
 
     def clear_override(self, *, group: str, source: str | None) -> dict[str, Any]:
         if self.lighting is None:
-            raise KeyError("this gateway has no lighting groups")
+            raise NotImplementedError("this gateway has no lighting groups")
         if group != "*" and group not in self.lighting.group_names():
             raise KeyError(f"no lighting group {group!r}")
         return {"group": group, "cleared": self.lighting.clear_override(group=group,
@@ -423,8 +443,13 @@ class Agent:
         return {"version": self._rules_version(), "warnings": warnings}
 
     def sync_time(self, *, epoch_ms: int, set_clock: bool) -> dict[str, Any]:
-        skew_ms = epoch_ms - int(self._wall() * 1000)
+        offset_ms = epoch_ms - int(self._wall() * 1000)
         if set_clock:
-            time.clock_settime(time.CLOCK_REALTIME, epoch_ms / 1000)
+            try:
+                time.clock_settime(time.CLOCK_REALTIME, epoch_ms / 1000)
+            except PermissionError as err:
+                raise NotImplementedError(
+                    "setting the clock needs CAP_SYS_TIME; the clock is trusted but not set"
+                ) from err
         self.clock.mark("sync_time")
-        return {"trusted": True, "skew_ms": skew_ms, "set": set_clock}
+        return {"clock_trusted": True, "offset_ms": offset_ms, "clock_set": set_clock}

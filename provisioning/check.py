@@ -249,9 +249,10 @@ def _check_secrets(cfg: Config) -> list[CheckResult]:
         files.append(("mqtt.tls.key", tls.key))
     if cfg.mqtt.password_file:
         files.append(("mqtt.password_file", cfg.mqtt.password_file))
-    signing = (cfg.commands or {}).get("signing")
-    if isinstance(signing, Mapping) and signing.get("key_file"):
-        files.append(("commands.signing.key_file", str(signing["key_file"])))
+    signing = cfg.commands.signing
+    if signing is not None and signing.key_file:
+        # an HMAC secret is a secret; an Ed25519 public key is not
+        files.append(("commands.signing.key_file", str(signing.key_file)))
     service_uid = _service_uid()
     for what, path in files:
         t = _Timer()

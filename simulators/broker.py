@@ -89,6 +89,7 @@ class MosquittoBroker:
             "max_queued_messages 1000000",
             "max_inflight_messages 0",
             "message_size_limit 0",
+            "set_tcp_nodelay true",
         ]
         if self.persistence:
             lines += [f"persistence_location {self.workdir}/", "autosave_interval 1"]

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import secrets
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -52,7 +53,8 @@ class Broker:
         return aiomqtt.Client(u.hostname, u.port or (8883 if tls else 1883),
                               identifier=identifier, clean_session=clean_session,
                               tls_context=tls, timeout=timeout,
-                              protocol=aiomqtt.ProtocolVersion.V311)
+                              protocol=aiomqtt.ProtocolVersion.V311,
+                              socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),))
 
 
 async def listen(broker: Broker, *, prefix: str = "city/v1", client_id: str | None = None,
