@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -322,7 +323,7 @@ def load_profile(ref: str, *, base_dir: Path | None = None) -> list[dict[str, An
 
 
 # ----------------------------------------------------------------------------------- loading
-def _fmt_loc(loc: tuple[int | str, ...]) -> str:
+def format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -401,22 +402,38 @@ class _Lines:
         return best
 
 
-def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None) -> Config:
-    """Parse and validate config text. Raises ConfigError naming every problem found."""
+Locator = Callable[[tuple[int | str, ...]], str]
+
+
+def read_yaml(text: str, *, source: str, expected: str,
+              error: type[ConfigError] = ConfigError) -> tuple[dict[str, Any], Locator]:
+    """YAML text -> (the mapping, a locator that turns a field path into "line N: a[2].b").
+
+    Raises `error` for text that is not YAML, or not a mapping (`expected` says what it should
+    be, e.g. "a YAML mapping (key: value)").
+    """
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
-        raise ConfigError(source, [(where, f"not valid YAML: {err}")]) from err
+        raise error(source, [(where, f"not valid YAML: {err}")]) from err
     if not isinstance(raw, dict):
-        raise ConfigError(source, [("", "the config must be a YAML mapping (key: value)")])
+        raise error(source, [("", f"expected {expected}")])
     lines = _Lines(text)
 
     def at(loc: tuple[int | str, ...]) -> str:
         ln = lines.line(loc)
-        path = _fmt_loc(loc)
+        path = format_loc(loc)
         return f"line {ln}: {path}" if ln else path
+
+    return raw, at
+
+
+def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Parse and validate config text. Raises ConfigError naming every problem found."""
+    raw, at = read_yaml(text, source=source,
+                        expected="the config to be a YAML mapping (key: value)")
 
     # resolve profiles: profile points first, inline points override by name or extend
     problems: list[tuple[str, str]] = []

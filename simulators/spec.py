@@ -53,12 +53,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from drivers.errors import WriteRejected
 from drivers.modbus.registers import PointSpec, encode
-from gateway.config import NAME_RE, PointCfg, _fmt_loc, _Lines
+from gateway.config import NAME_RE, PointCfg, format_loc, read_yaml
 from gateway.errors import ConfigError
 from simulators.devices import (
     BEHAVIOURS,
@@ -232,7 +231,7 @@ def _cross_check(spec: SimSpec) -> list[tuple[tuple[int | str, ...], str]]:
             name = dev.device_name
             if name in names:
                 problems.append(((*at, "name"), f"device name {name!r} is used twice "
-                                 f"(also at {_fmt_loc(names[name])}); give each a `name:`"))
+                                 f"(also at {format_loc(names[name])}); give each a `name:`"))
             names.setdefault(name, at)
             behaviours[name] = dev.behaviour_name
             try:
@@ -269,20 +268,8 @@ def _cross_check(spec: SimSpec) -> list[tuple[tuple[int | str, ...], str]]:
 
 def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = None) -> SimSpec:
     """Parse and validate spec text; raises `SpecError` naming every problem's line and field."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        raise SpecError(source, [(where, f"not valid YAML: {err}")]) from err
-    if not isinstance(raw, dict):
-        raise SpecError(source, [("", "the spec must be a YAML mapping with `servers:`")])
-    lines = _Lines(text)
-
-    def at(loc: tuple[int | str, ...]) -> str:
-        ln = lines.line(loc)
-        path = _fmt_loc(loc)
-        return f"line {ln}: {path}" if ln else path
+    raw, at = read_yaml(text, source=source, error=SpecError,
+                        expected="the spec to be a YAML mapping with `servers:`")
 
     try:
         spec = _validate(raw, source=source, base_dir=base_dir)
@@ -293,7 +280,7 @@ def parse_spec(text: str, *, source: str = "<spec>", base_dir: Path | None = Non
 
 class _SpecProblems(Exception):
     def __init__(self, problems: list[tuple[tuple[int | str, ...], str]]) -> None:
-        super().__init__("; ".join(f"{_fmt_loc(loc)}: {msg}" for loc, msg in problems))
+        super().__init__("; ".join(f"{format_loc(loc)}: {msg}" for loc, msg in problems))
         self.problems = problems
 
 
@@ -325,7 +312,7 @@ def spec_from_mapping(raw: Mapping[str, Any], *, source: str = "<spec>",
     try:
         return _validate(raw, source=source, base_dir=base_dir)
     except _SpecProblems as err:
-        raise SpecError(source, [(_fmt_loc(loc), msg) for loc, msg in err.problems]) from None
+        raise SpecError(source, [(format_loc(loc), msg) for loc, msg in err.problems]) from None
 
 
 def as_spec(spec: SimSpec | Mapping[str, Any] | str | Path) -> SimSpec:

@@ -100,7 +100,7 @@ def test_inconsistent_points_are_refused() -> None:
 
 def test_not_yaml_and_not_a_mapping() -> None:
     assert "not valid YAML" in problems("gateway: [unclosed\n")
-    assert "must be a YAML mapping" in problems("- a\n- b\n")
+    assert "expected the config to be a YAML mapping" in problems("- a\n- b\n")
 
 
 def test_unknown_time_zone() -> None:
