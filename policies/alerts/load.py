@@ -22,6 +22,7 @@ from policies.alerts.model import (
     StaleRule,
     ThresholdRule,
 )
+from policies.common import format_path
 
 _KINDS = "threshold, rate, mean, stale"
 _TAGS = frozenset({"threshold", "rate", "mean", "stale"})
@@ -44,17 +45,6 @@ class AlertWarning:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
-
-
-def format_path(loc: tuple[int | str, ...]) -> str:
-    """``('rules', 2, 'window')`` -> ``rules[2].window``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out
 
 
 def _clean(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:

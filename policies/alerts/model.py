@@ -27,6 +27,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from policies.common import coerce_level
+
 #: device and point names, as in the rest of the config
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 #: a rule's name is the event type the platform receives
@@ -139,22 +141,7 @@ Window = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=31 * 8
 Number = Annotated[float, Field(allow_inf_nan=False)]
 
 
-def _coerce_level(v: Any) -> Any:
-    # YAML 1.1 reads `on`/`off` as booleans; operators also write "60%", like the lighting rules
-    if isinstance(v, bool):
-        return 100.0 if v else 0.0
-    if isinstance(v, str):
-        s = v.strip().lower()
-        if s in ("off", "dark"):
-            return 0.0
-        if s in ("on", "full"):
-            return 100.0
-        try:
-            return float(s.removesuffix("%").strip())
-        except ValueError:
-            raise ValueError(
-                f"{v!r} is not a level (write a number 0..100, `60%`, `on` or `off`)") from None
-    return v
+_coerce_level = coerce_level
 
 
 #: a light level in percent

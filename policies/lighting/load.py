@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from policies.common import format_path
 from policies.lighting.model import NAME_RE, LightingRules, Location, Program, dates_overlap
 
 
@@ -33,17 +34,6 @@ class LightingConfigError(ValueError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
         super().__init__("\n".join(f"{path}: {msg}" if path else msg for path, msg in problems))
-
-
-def format_path(loc: tuple[int | str, ...]) -> str:
-    """``('groups', 0, 'program')`` -> ``groups[0].program``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out
 
 
 def _clean(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:

@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from policies.common import coerce_level
+
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 #: a night runs from this local hour to the same hour next day; fixed times before it belong to
@@ -41,24 +43,7 @@ class _Model(BaseModel):
 
 
 # ------------------------------------------------------------------------------------ scalars
-def _coerce_level(v: Any) -> Any:
-    # YAML 1.1 reads `on`/`off`/`yes`/`no` as booleans; operators also write "60%".
-    if isinstance(v, bool):
-        return 100.0 if v else 0.0
-    if isinstance(v, str):
-        s = v.strip().lower()
-        if s in ("off", "dark"):
-            return 0.0
-        if s in ("on", "full"):
-            return 100.0
-        if s.endswith("%"):
-            s = s[:-1].strip()
-        try:
-            return float(s)
-        except ValueError:
-            raise ValueError(
-                f"{v!r} is not a level (write a number 0..100, `60%`, `on` or `off`)") from None
-    return v
+_coerce_level = coerce_level
 
 
 #: a light level in percent: 0 is off, 100 full.
