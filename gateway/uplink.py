@@ -46,6 +46,17 @@ SEVERITY = {
     "agent_start": Severity.INFO,
     "agent_stop": Severity.INFO,
     "bus_down": Severity.WARNING,
+    "failsafe_entered": Severity.WARNING,
+    "failsafe_left": Severity.INFO,
+    "override_started": Severity.INFO,
+    "override_ended": Severity.INFO,
+    "darkness_detected": Severity.INFO,
+    "darkness_cleared": Severity.INFO,
+    "lamp_failure": Severity.ALARM,
+    "lamp_unexpected_on": Severity.WARNING,
+    "lamp_recovered": Severity.INFO,
+    "command": Severity.INFO,
+    "command_rate_limited": Severity.WARNING,
 }
 
 
