@@ -258,3 +258,18 @@ async def test_tcp_reconnects_after_the_server_restarts(tcp_street: ModbusTcpSim
         await col.until(lambda: col.polls_of("lamp-1", "dim_level") > before + 2)
         assert bus.health("lamp-1") is Health.ONLINE
         assert bus.stats.reconnects >= 2
+
+
+async def test_a_caller_that_gives_up_does_not_kill_the_bus(tcp_street: ModbusTcpSim) -> None:
+    lamp = tcp_street.device("lamp-1")
+    lamp.fault = Fault.slow(0.3)
+    col = Collector()
+    async with ModbusBus(tcp_bus(tcp_street, timeout=1.0), [settings_for(lamp, poll=60)],
+                         on_samples=col.on_samples) as bus:
+        await asyncio.wait_for(bus.first_cycle_done.wait(), 5)
+        task = asyncio.create_task(bus.read_point("lamp-1", "dim_level"))
+        await asyncio.sleep(0.1)            # the read is on the wire now
+        task.cancel()
+        lamp.fault = Fault()
+        sample = await asyncio.wait_for(bus.read_point("lamp-1", "dim_level"), 5)
+        assert sample.value == lamp.peek("dim_level")

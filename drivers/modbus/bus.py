@@ -378,13 +378,19 @@ class ModbusBus:
                 job, fut = self._jobs.get_nowait()
                 if fut.done():
                     continue
+                # the caller may give up (be cancelled) while its job runs: its future is then
+                # done, and setting it again would kill the bus task
                 try:
-                    fut.set_result(await job())
+                    result = await job()
                 except asyncio.CancelledError:
                     fut.cancel()
                     raise
                 except Exception as err:  # delivered to the caller, who decides
-                    fut.set_exception(err)
+                    if not fut.done():
+                        fut.set_exception(err)
+                else:
+                    if not fut.done():
+                        fut.set_result(result)
             if not self._poll_enabled:
                 self._wake.clear()
                 await self._wake.wait()
