@@ -49,18 +49,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
 
 from gateway.codec import CommandRequest, Encoding
 from gateway.errors import ConfigError, GatewayError
+
+if TYPE_CHECKING:   # cryptography costs ~7 MB of RSS: imported only where keys are used
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 __all__ = [
     "SIGNATURE_CONTEXT",
@@ -125,6 +125,8 @@ def _key_id(material: bytes) -> str:
 
 
 def _raw_public(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -194,6 +196,9 @@ def load_signing_key(path: str | Path) -> SigningKey:
     p = Path(path)
     data = _check_private(p, what="signing key")
     if b"-----BEGIN" in data:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as err:
@@ -237,6 +242,9 @@ def generate_keypair(private_path: str | Path, public_path: str | Path, *,
                      overwrite: bool = False) -> str:
     """Make an Ed25519 key pair: the private key (PKCS#8 PEM, 0600) stays with the platform,
     the public key (PEM, 0644) goes to every gateway. Returns the key id."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.PKCS8,
@@ -344,6 +352,8 @@ class Verifier:
 
     def _check(self, message: bytes, sig: bytes) -> str | None:
         """The id of the key that made ``sig``, or None."""
+        from cryptography.exceptions import InvalidSignature
+
         data = SIGNATURE_CONTEXT + message
         for pub in self._public:
             try:
@@ -483,6 +493,9 @@ def load_verifier(*, scheme: SigningScheme | str, window_s: float,
         except OSError as err:
             raise ConfigError(str(p), [("", f"public key: cannot read: {err.strerror}")]) \
                 from err
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         keys: list[Ed25519PublicKey] = []
         for n, block in enumerate(_PEM_PUBLIC.findall(data), 1):
             try:
