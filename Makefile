@@ -41,8 +41,12 @@ test: deps lint
 demo: deps
 	$(BIN)/edgegw demo $(DEMO_ARGS)
 
-bench: $(STAMP)
+# by hand, on a quiet machine: each prints its figures against DESIGN.md section 6
+bench: deps
 	$(BIN)/python bench/modbus_bench.py
+	$(BIN)/python bench/uplink_bench.py
+	$(BIN)/python bench/command_bench.py
+	$(BIN)/python bench/store_wear_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
