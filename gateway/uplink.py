@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -135,6 +136,7 @@ class Uplink:
         self._published_catalogue: int | None = None
         self._session_ready = asyncio.Event()   # the birth of this connection went out
         self._pending: list[Sample] = []
+        self._write_lock = threading.Lock()    # one batch writer at a time (seq order)
         self._flush_now = asyncio.Event()
         self._wake = asyncio.Event()
         self._events_waiting = True
@@ -203,43 +205,65 @@ class Uplink:
         self._wake.set()
 
     # ------------------------------------------------------------------ batcher
-    def flush(self) -> int:
-        """Encode and commit what is pending as one batch (or several, by the size cap)."""
-        stored = 0
+    def _take_chunks(self) -> list[list[Sample]]:
         cap = self.cfg.telemetry.max_batch_points
+        chunks = []
         while self._pending:
             chunk, self._pending = self._pending[:cap], self._pending[cap:]
-            stored += self._store_batch(chunk)
+            chunks.append(chunk)
+        return chunks
+
+    def flush(self) -> int:
+        """Encode and commit what is pending now, on the calling thread (shutdown)."""
+        stored = 0
+        for chunk in self._take_chunks():
+            points, dropped = self._store_batch(chunk)
+            self._after_store(dropped)
+            stored += points
         return stored
 
-    def _store_batch(self, samples: list[Sample]) -> int:
-        cat = self.catalogue.with_samples(samples)
-        if cat is not self.catalogue:
-            self.catalogue = cat
-            self.store.save_catalogue(cat)
-        seq = self.store.next_seq()
-        try:
-            payload = encode_batch(seq, samples, cat,
-                                   compression=self.cfg.telemetry.compression)
-        except EncodeError as err:   # a bug or a wild value: keep the agent and the rest alive
-            log.error("telemetry batch of %d samples dropped: %s", len(samples), err)
-            return 0
-        try:
-            self.store.append_batch(seq, payload, len(samples))
-        except StoreError as err:
-            log.error("telemetry batch %d not stored: %s", seq, err)
-            return 0
-        self.stats.points_stored += len(samples)
-        self.stats.batches_stored += 1
-        self.stats.bytes_stored += len(payload)
-        dropped = self.store.take_dropped()
+    async def flush_async(self) -> int:
+        """Encode and commit what is pending in a worker thread: the fsync of a slow SD card
+        must not hold up the event loop (polls, commands, the lamps)."""
+        stored = 0
+        for chunk in self._take_chunks():
+            points, dropped = await asyncio.to_thread(self._store_batch, chunk)
+            self._after_store(dropped)
+            stored += points
+        return stored
+
+    def _store_batch(self, samples: list[Sample]) -> tuple[int, int]:
+        """One batch into the store: (points stored, points the store dropped to make room).
+        Thread-safe against itself; touches no asyncio object."""
+        with self._write_lock:
+            cat = self.catalogue.with_samples(samples)
+            if cat is not self.catalogue:
+                self.store.save_catalogue(cat)
+                self.catalogue = cat
+            seq = self.store.next_seq()
+            try:
+                payload = encode_batch(seq, samples, cat,
+                                       compression=self.cfg.telemetry.compression)
+            except EncodeError as err:   # a bug or a wild value: keep the agent alive
+                log.error("telemetry batch of %d samples dropped: %s", len(samples), err)
+                return 0, 0
+            try:
+                self.store.append_batch(seq, payload, len(samples))
+            except StoreError as err:
+                log.error("telemetry batch %d not stored: %s", seq, err)
+                return 0, 0
+            self.stats.points_stored += len(samples)
+            self.stats.batches_stored += 1
+            self.stats.bytes_stored += len(payload)
+            return len(samples), self.store.take_dropped()
+
+    def _after_store(self, dropped: int) -> None:
         if dropped:
             log.warning("store full (%s MB): dropped the %d oldest points",
                         self.cfg.store.max_mb, dropped)
             self.emit("store_dropped", None, {"points": dropped,
                                               "max_mb": self.cfg.store.max_mb})
         self._wake.set()
-        return len(samples)
 
     async def _batcher(self) -> None:
         interval = self.cfg.telemetry.batch_interval
@@ -255,7 +279,7 @@ class Uplink:
                 if next_at < loop.time():
                     next_at = loop.time() + interval
             if self._pending:
-                self.flush()
+                await self.flush_async()
 
     # ------------------------------------------------------------------ publisher
     def birth_payload(self) -> bytes:
