@@ -171,3 +171,24 @@ def test_relay_anti_chatter() -> None:
         assert relay.switches == 2
     finally:
         relay.close()
+
+
+async def test_burning_hours_and_energy_survive_a_restart(broker: MosquittoBroker,
+                                                         tmp_path: Path) -> None:
+    async with open_spec(SPEC, ephemeral=True) as sim:
+        cfg = config(sim, tmp_path, url=broker.url)
+        clock = clock_at("2026-12-01T23:30")
+        async with Agent(cfg, wall_clock=clock) as agent:
+            assert agent.lighting is not None
+            agent.lighting.report_every = 0.5
+            await until(lambda: agent.lighting is not None
+                        and agent.lighting.counters.groups.get("street") is not None
+                        and agent.lighting.counters.groups["street"].burning_s >= 2)
+            first = agent.lighting.counters.groups["street"]
+            # 2 x 60 W at 60 %: 72 W, so energy follows burning time
+            assert first.energy_wh == pytest.approx(72 * first.burning_s / 3600, rel=0.05)
+        saved = first.burning_s
+        async with Agent(cfg, wall_clock=clock) as again:
+            assert again.lighting is not None
+            restored = again.lighting.counters.groups["street"]
+            assert restored.burning_s >= saved                 # carried over, not reset
