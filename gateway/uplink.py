@@ -16,6 +16,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -138,6 +139,9 @@ class Uplink:
         self._pending: list[Sample] = []
         self._write_lock = threading.Lock()    # one batch writer at a time (seq order)
         self._flush_now = asyncio.Event()
+        self._event_queue: deque[bytes] = deque()
+        self._event_lock = threading.Lock()
+        self._events_queued = asyncio.Event()
         self._wake = asyncio.Event()
         self._events_waiting = True
         self.stats = UplinkStats()
@@ -150,6 +154,7 @@ class Uplink:
         self._tasks = [
             asyncio.create_task(self._batcher(), name="uplink-batcher"),
             asyncio.create_task(self._publisher(), name="uplink-publisher"),
+            asyncio.create_task(self._event_writer(), name="uplink-events"),
         ]
         return self
 
@@ -162,6 +167,7 @@ class Uplink:
             return
         self._closed = True
         self.flush()
+        self._commit_events()
         if drain_for > 0 and self.link.connected.is_set():
             self._wake.set()
             with contextlib.suppress(TimeoutError):
@@ -172,6 +178,7 @@ class Uplink:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        self._commit_events()        # whatever came in while draining
 
     async def _until_idle(self) -> None:
         while self.store.counts().batches or self.store.counts().events:
@@ -192,17 +199,49 @@ class Uplink:
     def emit(self, type_: str, device: str | None = None,
              detail: Mapping[str, Any] | None = None, *,
              severity: Severity | None = None) -> None:
-        """An event, committed to the store's priority lane at once."""
+        """An event for the store's priority lane. Committed within milliseconds by the event
+        writer (in a worker thread: an fsync on a slow SD card must not hold up commands or
+        the lamps); before the uplink runs, and when it closes, committed on the spot."""
         ev = Event(ts=int(self._wall() * 1000), type=type_, device=device,
                    detail=dict(detail or {}), severity=severity or SEVERITY.get(type_))
         try:
-            self.store.append_event(encode_event(ev))
-        except (StoreError, EncodeError) as err:
-            log.error("event %s could not be stored: %s", type_, err)
+            payload = encode_event(ev)
+        except EncodeError as err:
+            log.error("event %s could not be encoded: %s", type_, err)
             return
+        self._event_queue.append(payload)
         self.stats.events += 1
-        self._events_waiting = True
-        self._wake.set()
+        if self._tasks and not self._closed:
+            self._events_queued.set()
+        else:
+            self._commit_events()
+
+    def _write_events(self) -> int:
+        """Commit every queued event, oldest first (any thread; one writer at a time, so an
+        event is written once even when shutdown and the writer task overlap)."""
+        written = 0
+        with self._event_lock:
+            while self._event_queue:
+                payload = self._event_queue.popleft()
+                try:
+                    self.store.append_event(payload)
+                    written += 1
+                except StoreError as err:
+                    log.error("event not stored: %s", err)
+        return written
+
+    def _commit_events(self) -> None:
+        if self._write_events():
+            self._events_waiting = True
+            self._wake.set()
+
+    async def _event_writer(self) -> None:
+        while True:
+            await self._events_queued.wait()
+            self._events_queued.clear()
+            if await asyncio.to_thread(self._write_events):
+                self._events_waiting = True
+                self._wake.set()
 
     # ------------------------------------------------------------------ batcher
     def _take_chunks(self) -> list[list[Sample]]:
