@@ -23,18 +23,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from drivers.errors import BusError
 from gateway.config import Config, ModbusRtuBus, ModbusTcpBus, SerialBus, load_config
 from gateway.errors import ConfigError
 
 # The commands import their machinery when they run: `edgegw version` must not pay for
-# cryptography, pymodbus and aiomqtt.
+# cryptography, pymodbus and aiomqtt, nor `edgegw run` (this module is imported by gateway.cli)
+# for rich (~3 MB of RSS).
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
     from provisioning.check import CheckReport
     from provisioning.ports import SerialPortInfo
     from provisioning.provision import ProvisionResult
@@ -92,7 +92,14 @@ def _quiet_logs(verbose: bool) -> Iterator[None]:
 
 def _console() -> Console:
     # made per command: CliRunner (and a redirected stdout) swap sys.stdout before it runs
+    from rich.console import Console
     return Console(highlight=False, soft_wrap=False)
+
+
+def escape(text: str) -> str:
+    """rich's markup escape, imported when first needed."""
+    from rich.markup import escape as rich_escape
+    return rich_escape(text)
 
 
 # ------------------------------------------------------------------------------ provision
@@ -323,6 +330,7 @@ def _scan(*, config: Path | None, bus: list[str] | None, units: str, timeout: fl
     targets = _scan_targets(cfg, config, bus)
     if auto_baud and not any(isinstance(b, ModbusRtuBus) for b in targets):
         _fail("--auto-baud tries serial line settings: it applies to modbus-rtu buses", code=2)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     scans: list[BusScan] = []
     for b in targets:
         settings = modbus_settings(cfg, b)
@@ -380,6 +388,7 @@ def _print_ports(console: Console, ports: Sequence[SerialPortInfo]) -> None:
         console.print("No serial ports found (is the USB adapter plugged in? `dmesg | tail` "
                       "shows it arriving).")
         return
+    from rich.table import Table
     table = Table(title="Serial ports", title_justify="left")
     for col in ("port", "stable name (use this in the config)", "description", "used by"):
         table.add_column(col)
@@ -412,6 +421,7 @@ def _print_scan(console: Console, s: BusScan, cfg: Config) -> None:
             console.print(escape(render_yaml("buses", [entry])), end="")
     if not s.units:
         return
+    from rich.table import Table
     table = Table(show_edge=False, pad_edge=False)
     for col in ("unit", "answer", "in config", "looks like"):
         table.add_column(col)
@@ -443,6 +453,7 @@ def print_report(report: CheckReport, console: Console) -> None:
     from provisioning.check import Status
 
     gw = report.gateway.get("id", "?")
+    from rich.table import Table
     table = Table(title=f"edgegw check: gateway {escape(str(gw))}", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("check")
