@@ -239,6 +239,11 @@ async def test_snapshot_of_a_real_agent_with_its_store(tmp_path: Path) -> None:
     async with Agent(cfg, wall_clock=lambda: clock[0]) as agent:
         assert agent.uplink is not None
         agent.uplink.emit("test_event")
+        store = agent.store
+        assert store is not None
+        async with asyncio.timeout(5):     # the event writer commits in a worker thread
+            while store.counts().events < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
         clock[0] += 90
         snap = agent_snapshot(agent, wall=lambda: clock[0])
     json.dumps(snap)                                     # JSON all the way down

@@ -139,6 +139,11 @@ async def test_agent_counters_of_a_real_agent(tmp_path: Path) -> None:
         "store": {"path": str(tmp_path / "store.db")},
     }), source="test")
     async with Agent(cfg) as agent:
+        store = agent.store
+        assert store is not None
+        async with asyncio.timeout(5):     # the event writer commits in a worker thread
+            while not store.counts().events:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
         c = agent_counters(agent)
         s = HealthSampler(store_path=cfg.store.path, counters=lambda: agent_counters(agent),
                           thermal=None)
