@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import aiomqtt
@@ -142,9 +143,15 @@ class MqttLink:
         self._closed = True
         self.state = LinkState.CLOSED
         if self._task is not None:
+            # a cancellation can be swallowed inside aiomqtt/paho (Python 3.11's wait_for):
+            # waking the serve loop as well makes it see `_closed` and end by itself
+            self._lost.set()
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=5.0)
+            if not done:
+                log.warning("mqtt: the link task did not stop within 5 s; leaving it")
+            elif not self._task.cancelled() and self._task.exception() is not None:
+                log.warning("mqtt: link task ended with %r", self._task.exception())
         self.connected.clear()
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
@@ -247,9 +254,8 @@ class MqttLink:
                 nxt = asyncio.ensure_future(anext(messages))
                 done, _ = await asyncio.wait({nxt, lost}, return_when=asyncio.FIRST_COMPLETED)
                 if lost in done:
-                    nxt.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                        await nxt
+                    if self._closed:
+                        return               # close() woke us: leave quietly
                     raise LinkError(f"mqtt {self.url}: link lost while publishing")
                 msg = nxt.result()
                 if self._on_message is not None:
@@ -262,11 +268,14 @@ class MqttLink:
                     except Exception:   # a handler bug must not take the link down
                         log.exception("mqtt: handler for %s failed", msg.topic)
         finally:
-            lost.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lost
-            if nxt is not None and not nxt.done():
-                nxt.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await nxt
+            # bounded: the helpers' own cancellation may be swallowed in aiomqtt
+            helpers: list[asyncio.Future[Any]] = [lost] if nxt is None else [lost, nxt]
+            pending = [f for f in helpers if not f.done()]
+            for f in pending:
+                f.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+            for f in helpers:
+                if f.done() and not f.cancelled():
+                    f.exception()        # retrieved: no "exception never retrieved" noise
 
