@@ -27,6 +27,7 @@ from drivers.modbus.planner import DEFAULT_MAX_GAP, PlanError, plan_device
 from drivers.modbus.registers import DataType, Order, PointSpec, Table
 from gateway.commands.config import CommandsCfg
 from gateway.errors import ConfigError
+from policies.common import check_timezone
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -45,14 +46,7 @@ class Location(_Model):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as err:
-            raise ValueError(
-                f"unknown time zone {v!r} (use an IANA name like Europe/Paris)") from err
-        return v
+        return check_timezone(v)
 
 
 class GatewayCfg(_Model):

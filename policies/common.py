@@ -32,3 +32,14 @@ def coerce_level(v: Any) -> Any:
             raise ValueError(
                 f"{v!r} is not a level (write a number 0..100, `60%`, `on` or `off`)") from None
     return v
+
+
+def check_timezone(v: str) -> str:
+    """An IANA time zone name, or ValueError saying what to write instead."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Paris)") from err
+    return v

@@ -59,6 +59,7 @@ from drivers.errors import WriteRejected
 from drivers.modbus.registers import PointSpec, encode
 from gateway.config import NAME_RE, PointCfg, format_loc, read_yaml
 from gateway.errors import ConfigError
+from policies.common import check_timezone
 from simulators.devices import (
     BEHAVIOURS,
     Fault,
@@ -92,14 +93,7 @@ class WorldSpec(_Model):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as err:
-            raise ValueError(
-                f"unknown time zone {v!r} (use an IANA name like Europe/Paris)") from err
-        return v
+        return check_timezone(v)
 
     @field_validator("start")
     @classmethod

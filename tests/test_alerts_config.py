@@ -150,7 +150,8 @@ def test_sections_that_are_not_mappings() -> None:
     with pytest.raises(AlertConfigError, match="mapping"):
         parse_alerts("rules")  # type: ignore[arg-type]
     assert problems(timezone="Mars/Olympus") == [
-        ("timezone", "'Mars/Olympus' is not a time zone (e.g. Asia/Ho_Chi_Minh)")]
+        ("timezone", "unknown time zone 'Mars/Olympus' (use an IANA name like "
+                      "Europe/Paris)")]
     assert problems(rules={"a": 1})[0][0] == "rules"
 
 

@@ -23,11 +23,11 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from policies.common import coerce_level
+from policies.common import check_timezone, coerce_level
 
 #: device and point names, as in the rest of the config
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -462,12 +462,7 @@ class AlertRules(_Model):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"{v!r} is not a time zone (e.g. Asia/Ho_Chi_Minh)") from None
-        return v
+        return None if v is None else check_timezone(v)
 
     @functools.cached_property
     def tz(self) -> dt.tzinfo:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from enum import StrEnum
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from policies.common import coerce_level
+from policies.common import check_timezone, coerce_level
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
@@ -568,12 +568,7 @@ class Location(_Model):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as err:
-            raise ValueError(
-                f"unknown time zone {v!r} (use an IANA name like Europe/Paris)") from err
-        return v
+        return check_timezone(v)
 
     @property
     def tz(self) -> ZoneInfo:
