@@ -37,6 +37,7 @@ loop for small operations or through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -239,6 +240,21 @@ class Store:
     def _counter(db: sqlite3.Connection, name: str) -> int:
         return int(db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()[0])
 
+    @contextlib.contextmanager
+    def _transaction(self, db: sqlite3.Connection, what: str) -> Iterator[None]:
+        """One write transaction: committed on success, rolled back on any error; SQLite's
+        errors become StoreError naming the store and the operation."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            raise StoreError(f"store {self.path}: {what}: {err}") from err
+
     # ------------------------------------------------------------------------------- appends
     def next_seq(self) -> int:
         """The ``seq`` the next :meth:`append_batch` must carry (encode the batch with it)."""
@@ -259,19 +275,11 @@ class Store:
             if seq != self._next_seq:
                 raise StoreError(f"store {self.path}: batch seq {seq} is not the next one "
                                  f"({self._next_seq}): take it from next_seq()")
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    db.execute("INSERT INTO telemetry VALUES (?, ?, ?, ?)",
-                               (seq, n_points, size, payload))
-                    db.execute("UPDATE counters SET value=? WHERE name='next_seq'", (seq + 1,))
-                    evicted = self._evict(db, size + ROW_OVERHEAD, keep_seq=seq)
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as err:
-                raise StoreError(f"store {self.path}: append batch {seq}: {err}") from err
+            with self._transaction(db, f"append batch {seq}"):
+                db.execute("INSERT INTO telemetry VALUES (?, ?, ?, ?)",
+                           (seq, n_points, size, payload))
+                db.execute("UPDATE counters SET value=? WHERE name='next_seq'", (seq + 1,))
+                evicted = self._evict(db, size + ROW_OVERHEAD, keep_seq=seq)
             self._next_seq = seq + 1
             self._batches += 1
             self._points += n_points
@@ -287,19 +295,11 @@ class Store:
                              f"whole store ({self.max_bytes} bytes)")
         with self._lock:
             db = self._conn()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = db.execute("INSERT INTO events (nbytes, payload) VALUES (?, ?)",
-                                     (size, payload))
-                    row_id = int(cur.lastrowid or 0)
-                    evicted = self._evict(db, size + ROW_OVERHEAD, keep_event=row_id)
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as err:
-                raise StoreError(f"store {self.path}: append event: {err}") from err
+            with self._transaction(db, "append event"):
+                cur = db.execute("INSERT INTO events (nbytes, payload) VALUES (?, ?)",
+                                 (size, payload))
+                row_id = int(cur.lastrowid or 0)
+                evicted = self._evict(db, size + ROW_OVERHEAD, keep_event=row_id)
             self._events += 1
             self._ebytes += size
             self._apply_evicted(evicted)
@@ -403,19 +403,11 @@ class Store:
             return 0
         with self._lock:
             db = self._conn()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    sql = ("DELETE FROM telemetry WHERE seq = ? RETURNING n_points, nbytes"
-                           if lane is Lane.TELEMETRY else
-                           "DELETE FROM events WHERE id = ? RETURNING 0, nbytes")
-                    gone = [row for i in ids for row in db.execute(sql, i).fetchall()]
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as err:
-                raise StoreError(f"store {self.path}: ack {lane}: {err}") from err
+            with self._transaction(db, f"ack {lane}"):
+                sql = ("DELETE FROM telemetry WHERE seq = ? RETURNING n_points, nbytes"
+                       if lane is Lane.TELEMETRY else
+                       "DELETE FROM events WHERE id = ? RETURNING 0, nbytes")
+                gone = [row for i in ids for row in db.execute(sql, i).fetchall()]
             if lane is Lane.TELEMETRY:
                 self._batches -= len(gone)
                 self._points -= sum(r[0] for r in gone)
@@ -444,18 +436,10 @@ class Store:
     def _take(self, name: str) -> int:
         with self._lock:
             db = self._conn()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    n = self._counter(db, name)
-                    if n:
-                        db.execute("UPDATE counters SET value=0 WHERE name=?", (name,))
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as err:
-                raise StoreError(f"store {self.path}: read {name}: {err}") from err
+            with self._transaction(db, f"read {name}"):
+                n = self._counter(db, name)
+                if n:
+                    db.execute("UPDATE counters SET value=0 WHERE name=?", (name,))
             return n
 
     def integrity_check(self) -> None:
