@@ -23,7 +23,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from drivers.errors import DriverError
 from drivers.gpio import LevelOutput
 from drivers.sample import Sample
 from gateway.commands.target import RulesRejected
+from gateway.files import write_atomic
 from gateway.latest import LatestValues
 from policies.lighting import (
     Counters,
@@ -185,9 +185,11 @@ class LightingController:
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        raw = self._load_saved_rules() or self.rules_raw
-        self.rules, self.version = self.check_rules(raw)
-        self.rules_raw = raw
+        saved = self._load_saved_rules()
+        if saved is not None:
+            self.rules_raw, (self.rules, self.version) = saved
+        else:
+            self.rules, self.version = self.check_rules(self.rules_raw)
         self._restore()
 
     # ------------------------------------------------------------------ rules
@@ -209,35 +211,32 @@ class LightingController:
     def _rules_file(self) -> Path | None:
         return self.state_dir / "rules.json" if self.state_dir is not None else None
 
-    def _load_saved_rules(self) -> dict[str, Any] | None:
+    def _load_saved_rules(
+            self) -> tuple[dict[str, Any], tuple[LightingRules, str]] | None:
+        """Rules set remotely earlier (rules.json), with their check, if they still pass."""
         path = self._rules_file()
         if path is None or not path.exists():
             return None
         try:
             data = json.loads(path.read_text())
-            self.check_rules(data)
+            if not isinstance(data, dict):
+                raise ValueError("not a mapping")
+            checked = self.check_rules(data)
         except (OSError, ValueError) as err:
             log.error("saved rules %s unusable (%s); using the config's", path, err)
             return None
         log.info("lighting rules from %s (set remotely)", path)
-        return dict(data) if isinstance(data, dict) else None
+        return data, checked
 
-    def set_rules(self, raw: dict[str, Any]) -> str:
-        """Validate, store atomically, apply. The old rules stay on any error."""
-        rules, version = self.check_rules(raw)
+    def set_rules(self, raw: dict[str, Any],
+                  checked: tuple[LightingRules, str] | None = None) -> str:
+        """Validate (unless `checked` is what check_rules returned for `raw`), store
+        atomically, apply. The old rules stay on any error."""
+        rules, version = checked if checked is not None else self.check_rules(raw)
         path = self._rules_file()
         if path is not None:
-            tmp = path.with_suffix(".tmp")
-            with open(tmp, "w") as f:
-                json.dump(raw, f, sort_keys=True, indent=1, default=str)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            text = json.dumps(raw, sort_keys=True, indent=1, default=str)
+            write_atomic(path, text.encode(), mode=0o640)
         self.rules, self.version, self.rules_raw = rules, version, raw
         self._state = ResolverState()
         self._applied.clear()

@@ -430,13 +430,14 @@ class Agent:
         if alerts is not None and self.alerts is None:
             raise RulesRejected([("alerts", "this gateway was started without alert rules; "
                                             "add an alerts section to its config")])
-        if lighting is not None and self.lighting is not None:
-            self.lighting.check_rules(lighting)
+        # both checked before either takes effect
+        checked = (self.lighting.check_rules(lighting)
+                   if lighting is not None and self.lighting is not None else None)
         if alerts is not None and self.alerts is not None:
             self.alerts.check(alerts)
         warnings: list[str] = []
         if lighting is not None and self.lighting is not None:
-            self.lighting.set_rules(lighting)
+            self.lighting.set_rules(lighting, checked)
             warnings += self.lighting.warnings
         if alerts is not None and self.alerts is not None:
             self.alerts.set_rules(alerts)

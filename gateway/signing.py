@@ -36,11 +36,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import stat
@@ -55,6 +53,7 @@ import msgpack
 
 from gateway.codec import CommandRequest, Encoding
 from gateway.errors import ConfigError, GatewayError
+from gateway.files import write_atomic
 
 if TYPE_CHECKING:   # cryptography costs ~7 MB of RSS: imported only where keys are used
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -212,30 +211,10 @@ def load_signing_key(path: str | Path) -> SigningKey:
 
 # ====================================================================================== keygen
 def _write_key_file(path: Path, data: bytes, *, mode: int, overwrite: bool) -> None:
-    """Write atomically with ``mode`` from the first byte (O_EXCL temp file, fsync, rename)."""
+    """Write atomically with ``mode`` from the first byte; refuse to replace a key unasked."""
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        try:
-            os.write(fd, data)
-            os.fchmod(fd, mode)          # the umask may have taken bits away, never added
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    write_atomic(path, data, mode=mode)
 
 
 def generate_keypair(private_path: str | Path, public_path: str | Path, *,

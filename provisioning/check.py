@@ -68,10 +68,10 @@ from gateway.config import (
     load_config,
 )
 from gateway.errors import ConfigError, StoreError
+from gateway.files import PUBLIC_MODE, write_atomic
 from gateway.link import check_secret_file, tls_context
 from gateway.runtime import modbus_settings, serial_settings
 from gateway.store import Store
-from provisioning.files import PUBLIC_MODE, write_atomic
 from provisioning.identity import IdentityError, load_key, verify_certificate
 from provisioning.ports import Holder, port_holders, running_agents
 

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from gateway.config import MQTT_URL_RE, NAME_RE, parse_config
 from gateway.errors import ConfigError, GatewayError
-from provisioning.files import PUBLIC_MODE, SECRET_MODE, fsync_dir, mode_of, write_atomic
+from gateway.files import PUBLIC_MODE, SECRET_MODE, fsync_dir, mode_of, write_atomic
 from provisioning.identity import (
     CertInfo,
     IdentityError,

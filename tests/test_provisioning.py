@@ -31,9 +31,9 @@ from typer.testing import CliRunner
 
 from drivers.modbus.bus import BusKind, BusSettings
 from gateway.config import load_config, parse_config
+from gateway.files import write_atomic
 from gateway.link import tls_context
 from provisioning.cli import app, register
-from provisioning.files import write_atomic
 from provisioning.identity import CA_FILE, CERT_FILE, CSR_FILE, KEY_FILE, csr_subject, load_csr
 from provisioning.ports import list_serial_ports
 from provisioning.provision import (
