@@ -326,7 +326,10 @@ def platform_decode(
         for n, line in enumerate(stream, 1):
             if not line.strip():
                 continue
-            typer.echo(format_line(decode_capture_line(decoder, line, n)))
+            msg = decoder.decode_capture(line)
+            if msg.get("kind") == "error":
+                msg["error"] = f"line {n}: {msg['error']}"
+            typer.echo(format_line(msg))
     finally:
         if input_:
             stream.close()
@@ -435,24 +438,6 @@ def parse_args_text(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f'{source}: arguments must be an object, like {{"group": "a"}}')
     return value
-
-
-def decode_capture_line(decoder: Decoder, line: str, n: int) -> dict[str, Any]:
-    """One captured line {"topic", "payload_b64"} -> exactly one decoded object."""
-    import base64
-    import binascii
-
-    try:
-        obj = json.loads(line)
-        topic, b64 = obj["topic"], obj["payload_b64"]
-        payload = base64.b64decode(b64, validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error) as err:
-        return {"kind": "error", "gateway": None, "topic": None,
-                "error": f'line {n}: expected {{"topic", "payload_b64"}}: {err}'}
-    if not isinstance(topic, str):
-        return {"kind": "error", "gateway": None, "topic": None,
-                "error": f"line {n}: topic must be a string"}
-    return decoder.decode(topic, payload)
 
 
 rules_app = typer.Typer(no_args_is_help=True, help="Lighting rules: preview a night.")
