@@ -243,7 +243,8 @@ def mqtt_replay_table(tmp: Path, batches: int) -> None:
 
     from gateway.config import parse_config
     from gateway.link import MqttLink
-    from gateway.uplink import Uplink
+    from gateway.outbox import Outbox
+    from gateway.publisher import Publisher
     from simulators.broker import MosquittoBroker, find_mosquitto
 
     if find_mosquitto() is None:
@@ -266,19 +267,26 @@ def mqtt_replay_table(tmp: Path, batches: int) -> None:
             cfg = parse_config(yaml.safe_dump({
                 "gateway": {"id": "gw-bench"},
                 "mqtt": {"url": broker.url, "replay_rate": rate, "max_inflight": inflight},
-                "store": {"path": str(path)}}))
-            with Store(path, max_mb=1024) as store:
-                link = MqttLink(cfg.mqtt, client_id="gw-bench")
-                uplink = Uplink(cfg, store, link)
-                link._on_connect = uplink.on_connect       # as the agent wires it
-                async with link, uplink:
-                    await asyncio.wait_for(link.connected.wait(), 10)
-                    w0 = time.perf_counter()
-                    while store.counts().batches:
-                        uplink.idle.clear()
-                        await asyncio.wait_for(uplink.idle.wait(), 120)
-                    took = time.perf_counter() - w0
-                return took, uplink.stats.points_published
+                "store": {"path": str(path), "max_mb": 1024}}))
+            outbox = Outbox(cfg.store)        # the agent's store path: its own thread
+            link = MqttLink(cfg.mqtt, client_id="gw-bench")
+            publisher = Publisher(cfg, outbox, link)
+            link._on_connect = publisher.on_connect       # as the agent wires it
+            tasks = [asyncio.create_task(t) for t in (outbox.serve(), link.serve())]
+            try:
+                await asyncio.wait_for(link.connected.wait(), 10)
+                await asyncio.wait_for(outbox.ready.wait(), 10)
+                w0 = time.perf_counter()       # the publisher starts with the clock
+                tasks.append(asyncio.create_task(publisher.serve()))
+                await asyncio.wait_for(publisher.drained(), 300)
+                took = time.perf_counter() - w0
+            finally:
+                await link.close()
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await outbox.close()
+            return took, publisher.stats.points_published
 
     for rate, inflight in ((50_000, 20), (1e9, 20), (1e9, 100)):
         took, points = asyncio.run(run(rate, inflight))

@@ -29,3 +29,18 @@ class BusError(DeviceError, ConnectionError):
 
 class WriteRejected(DriverError, ValueError):
     """A write was refused before reaching the wire (not writable, out of range)."""
+
+
+class NotFound(DriverError, KeyError):
+    """No such device, point or lighting group (a name given by a caller)."""
+
+    def __str__(self) -> str:          # KeyError would quote the message
+        return str(self.args[0]) if self.args else "not found"
+
+
+class Unsupported(DriverError, NotImplementedError):
+    """The gateway is not set up for this (no lighting groups, no right to set the clock)."""
+
+
+class BadValue(DriverError, ValueError):
+    """A value the gateway refuses (out of a range only known at run time)."""

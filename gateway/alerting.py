@@ -15,13 +15,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from drivers.sample import Sample
 from gateway.codec import Severity
 from gateway.commands.target import RulesRejected
 from gateway.latest import LatestValues
 from gateway.lighting import LightingController
+from gateway.store import KeyValue
 from policies.alerts import (
     ActiveAlert,
     AlertConfigError,
@@ -39,7 +40,10 @@ log = logging.getLogger("edgegw.alerts")
 _STATE_KEY = "alerts.state"
 _RULES_KEY = "alerts.rules"
 
-Emit = Callable[[str, str | None, dict[str, Any], Severity | None], None]
+class Emit(Protocol):
+    def __call__(self, type_: str, device: str | None = None,
+                 detail: Mapping[str, Any] | None = None, *,
+                 severity: Severity | None = None) -> None: ...
 
 
 class AlertMonitor:
@@ -49,8 +53,7 @@ class AlertMonitor:
                  points: Mapping[tuple[str, str], bool], groups: list[str],
                  poll_periods: Mapping[tuple[str, str], float], latest: LatestValues,
                  emit: Emit, lighting: LightingController | None,
-                 kv_get: Callable[[str], bytes | None] | None = None,
-                 kv_set: Callable[[str, bytes], None] | None = None,
+                 kv: KeyValue | None = None,
                  wall_clock: Callable[[], float] = time.time, tick: float = 1.0) -> None:
         self._timezone = timezone
         self._points = points
@@ -58,19 +61,24 @@ class AlertMonitor:
         self._poll_periods = dict(poll_periods)
         self._emit = emit
         self._lighting = lighting
-        self._kv_get, self._kv_set = kv_get, kv_set
+        self._kv = kv
         self._wall = wall_clock
         self._tick = tick
-        saved = self._saved_rules()
-        self.raw = saved if saved is not None else raw
+        self.raw = raw
         self.rules = self.check(self.raw)
-        self.state = self._restore()
+        self.state = AlertState()
+        self._rules_set = False
+        self._stepped = False
         self.active: tuple[ActiveAlert, ...] = ()
+        self.progress: Callable[[], None] = lambda: None
         self._buffer: list[Sample] = []
         self._unsubscribe = latest.subscribe(self._buffer.extend)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_change: int | None = None
+        if kv is not None:
+            self.restore({k: v for k in (_RULES_KEY, _STATE_KEY)
+                          if (v := kv.kv_get(k)) is not None})
 
     def check(self, raw: dict[str, Any] | None) -> AlertRules:
         try:
@@ -87,33 +95,34 @@ class AlertMonitor:
         """New rules, checked, kept in the store (they outlive a restart), applied."""
         self.rules = self.check(raw)
         self.raw = raw
-        if self._kv_set is not None:
-            self._kv_set(_RULES_KEY, json.dumps(raw).encode())
+        self._rules_set = True
+        if self._kv is not None:
+            self._kv.kv_set(_RULES_KEY, json.dumps(raw).encode())
         self._wake.set()
 
-    def _saved_rules(self) -> dict[str, Any] | None:
-        blob = self._kv_get(_RULES_KEY) if self._kv_get else None
-        if not blob:
-            return None
-        try:
-            raw = json.loads(blob)
-            self.check(raw)
-        except ValueError as err:
-            log.error("alert rules set remotely are unusable (%s); using the config's", err)
-            return None
-        return raw if isinstance(raw, dict) else None
-
-    def _restore(self) -> AlertState:
-        blob = self._kv_get(_STATE_KEY) if self._kv_get else None
-        if blob:
+    def restore(self, saved: Mapping[str, bytes]) -> None:
+        """Merge what the store kept (it may arrive after the monitor started): remote rules
+        unless set since, the alerts' state unless evaluation began without it."""
+        blob = saved.get(_RULES_KEY)
+        if blob and not self._rules_set:
             try:
-                return state_from_json(json.loads(blob))
+                raw = json.loads(blob)
+                rules = self.check(raw)
+            except ValueError as err:
+                log.error("alert rules set remotely are unusable (%s); using the config's", err)
+            else:
+                if isinstance(raw, dict):
+                    self.raw, self.rules = raw, rules
+        blob = saved.get(_STATE_KEY)
+        if blob and not self._stepped:
+            try:
+                self.state = state_from_json(json.loads(blob))
             except ValueError as err:
                 log.warning("saved alert state unusable (%s): starting fresh", err)
-        return AlertState()
+        self._wake.set()
 
     async def __aenter__(self) -> AlertMonitor:
-        self._task = asyncio.create_task(self._run(), name="alerts")
+        self._task = asyncio.create_task(self.serve(), name="alerts")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -129,11 +138,14 @@ class AlertMonitor:
         self._save()
 
     def _save(self) -> None:
-        if self._kv_set is not None:
-            self._kv_set(_STATE_KEY, json.dumps(state_to_json(self.state)).encode())
+        if self._kv is not None:
+            self._kv.kv_set(_STATE_KEY, json.dumps(state_to_json(self.state)).encode())
 
-    async def _run(self) -> None:
+    async def serve(self) -> None:
+        """Evaluate about once a tick until cancelled; a failing evaluation ends it (the
+        supervisor reports and restarts it)."""
         while True:
+            self.progress()
             wait = self._tick
             if self._next_change is not None:
                 wait = max(0.0, min(wait, self._next_change / 1000 - self._wall()))
@@ -141,12 +153,7 @@ class AlertMonitor:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
-            try:
-                self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:    # a bug here must not stop the agent
-                log.exception("alert evaluation failed")
+            self.step()
 
     def step(self) -> tuple[ActiveAlert, ...]:
         now_ms = int(self._wall() * 1000)
@@ -154,11 +161,12 @@ class AlertMonitor:
         result = evaluate(now_ms, samples=samples, rules=self.rules, state=self.state,
                           poll_periods=self._poll_periods)
         self.state = result.state
+        self._stepped = True
         self.active = result.active
         for ev in result.events:
             log.log(logging.WARNING if ev.phase.value == "fired" else logging.INFO,
                     "alert %s %s.%s: %s", ev.type, ev.device, ev.point, ev.reason)
-            self._emit(ev.type, ev.device, ev.detail(), Severity(ev.severity.value))
+            self._emit(ev.type, ev.device, ev.detail(), severity=Severity(ev.severity.value))
         if result.events:
             self._save()
         self._drive_lighting(now_ms)

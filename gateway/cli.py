@@ -85,59 +85,33 @@ def run(config: ConfigOpt, verbose: Annotated[bool, typer.Option("--verbose", "-
     """Run the agent in the foreground until SIGTERM/SIGINT."""
     _setup_logging(verbose)
     cfg = load_or_exit(config)
-    from drivers.sample import Sample
-    from gateway.control import ControlError, ControlServer, agent_snapshot, status_line
-    from gateway.health import HealthSampler, agent_counters, run_health
-    from gateway.runtime import Agent
+    from gateway.control import status_line
+    from gateway.runtime import Agent, log_events
     from gateway.service import SystemdNotifier
+    from gateway.supervisor import ComponentFailed
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        agent = Agent(cfg, log_samples=log_samples,
+        notifier = SystemdNotifier(status_interval=cfg.service.status_interval,
+                                   own_tasks=False)
+        agent = Agent(cfg, log_samples=log_samples, control=True, notifier=notifier,
                       first_connect_jitter=cfg.service.connect_jitter)
-        agent.on_event(lambda e: log.info("event %s %s %s", e.type, e.device or "",
-                                          json.dumps(e.detail)))
-
-        def snapshot() -> dict[str, Any]:
-            return agent_snapshot(agent)
-
-        def offer_health(samples: list[Sample]) -> None:
-            if agent.uplink is not None:
-                agent.uplink.offer(samples)
-
-        notifier = SystemdNotifier(status=lambda: status_line(snapshot()),
-                                   status_interval=cfg.service.status_interval)
-        async with notifier as sd, agent, contextlib.AsyncExitStack() as extras:
-            control = ControlServer(cfg.service.control_socket, snapshot)
-            try:
-                await control.start()
-                extras.push_async_callback(control.close)
-            except ControlError as err:   # the lamps matter more than `edgegw status`
-                log.warning("%s; `edgegw status` will not work (%s)", err, err.hint)
-            sampler = HealthSampler(store_path=cfg.store.path,
-                                    counters=lambda: agent_counters(agent))
-            health = asyncio.create_task(
-                run_health(sampler, offer_health, cfg.service.health_interval),
-                name="health")
-
-            async def stop_health() -> None:
-                health.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await health
-
-            extras.push_async_callback(stop_health)
+        log_events(agent)
+        async with notifier as sd, agent:
             log.info("gateway %s running: %d bus(es), %d device(s)", cfg.gateway.id,
                      len(agent.buses), len(cfg.devices))
-            sd.ready(status_line(snapshot()))
+            sd.ready(status_line(agent.state_snapshot()))
             await agent.run(stop)
-            sd.stopping()
         log.info("stopped cleanly")
 
     try:
         asyncio.run(main())
+    except ComponentFailed as err:
+        log.critical("%s; exiting so that the service manager starts a fresh agent", err)
+        fail(str(err))
     except GatewayError as err:
         fail(str(err))
 

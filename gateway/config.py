@@ -103,6 +103,12 @@ class StoreCfg(_Model):
     max_mb: float = Field(default=256, gt=0)
     # full: every commit fsynced (survives power loss); normal: fewer syncs, less SD wear
     synchronous: Literal["full", "normal"] = "full"
+    # an operation that takes longer is a stalled store (a frozen or dying card): the agent
+    # says so and keeps what it would have written in memory
+    stall_timeout: float = Field(default=5.0, gt=0, le=300)
+    # while the store fails: telemetry points and events kept in memory (oldest dropped first)
+    buffer_points: int = Field(default=100_000, ge=0, le=10_000_000)
+    buffer_events: int = Field(default=2_000, ge=0, le=100_000)
 
 
 # ----------------------------------------------------------------------------------------- buses

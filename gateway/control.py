@@ -9,9 +9,9 @@ that only the service user, its group and root can use: the directory is 0750 an
     -> frobnicate\\n
     <- {"ok": false, "error": "unknown command 'frobnicate' (commands: ping, status)"}\\n
 
-The snapshot is the agent's own ``state_snapshot()`` (what the ``get_state`` command returns)
-extended by :func:`agent_snapshot` (``schema`` 1); :func:`render_status` prints it and
-:func:`status_line` folds it into systemd's one-line status::
+The snapshot is the agent's one status (:mod:`gateway.status`, what ``get_state`` returns too);
+:func:`render_status` prints it and :func:`status_line` folds it into systemd's one-line
+status. In short (the full layout is in :mod:`gateway.status`)::
 
     {"schema": 1, "gateway": "gw-1", "site": "...", "version": "0.1.0", "pid": 812,
      "now": 1764032400.0, "started_at": ..., "uptime_s": 3600.0,
@@ -42,12 +42,9 @@ import stat
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.errors import GatewayError
-
-if TYPE_CHECKING:
-    from gateway.runtime import Agent
 
 log = logging.getLogger("edgegw.control")
 
@@ -56,7 +53,6 @@ __all__ = [
     "SCHEMA",
     "ControlError",
     "ControlServer",
-    "agent_snapshot",
     "fetch_status",
     "render_status",
     "request",
@@ -110,6 +106,12 @@ class ControlServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def serve(self) -> None:
+        """Listen until cancelled (the supervisor's component)."""
+        await self.start()
+        assert self._server is not None
+        await self._server.serve_forever()
 
     async def start(self) -> None:
         if self._server is not None:
@@ -300,32 +302,6 @@ def _read_all(sock: socket.socket) -> bytes:
 
 
 # ============================================================================= snapshot
-def agent_snapshot(agent: Agent, *, wall: Callable[[], float] = time.time) -> Snapshot:
-    """The agent's own picture (:meth:`Agent.state_snapshot`, also what ``get_state`` returns)
-    with what an operator on the box needs besides: ``schema``, ``site``, ``pid``, ``now``,
-    ``started_at``, the link's last error, each bus's counters and the serial sensors."""
-    snap: Snapshot = dict(agent.state_snapshot())
-    now = wall()
-    snap.update(schema=SCHEMA, site=agent.config.gateway.site, pid=os.getpid(), now=now,
-                started_at=agent.started_at)
-    link = agent.link
-    snap["link"] = {**snap.get("link", {}),
-                    "last_error": link.last_error if link is not None else None}
-    devices = dict(snap.get("devices") or {})
-    for name, reader in sorted(agent.serial.items()):
-        st = reader.stats()
-        devices.setdefault(reader.settings.device, {
-            "bus": name, "health": st.state.value, "last_ok": st.last_frame,
-            "last_error": None, "polls": st.frames, "errors": st.error_count,
-            "failures": st.losses + st.open_failures})
-    snap["devices"] = devices
-    snap["buses"] = [{"name": name, "requests": b.stats.requests, "timeouts": b.stats.timeouts,
-                      "exceptions": b.stats.exceptions, "errors": b.stats.errors,
-                      "reconnects": b.stats.reconnects}
-                     for name, b in sorted(agent.buses.items())]
-    return snap
-
-
 def _devices(snap: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Devices as a list of dicts with ``name``, from ``{name: info}`` or a list."""
     raw = snap.get("devices") or {}
@@ -360,7 +336,30 @@ def status_line(snap: Mapping[str, Any]) -> str:
     clock = snap.get("clock") or {}
     if clock and not clock.get("trusted"):
         parts.append("clock untrusted")
+    problems = _problems(snap)
+    if problems:
+        parts.insert(0, "; ".join(problems))
     return " · ".join(parts)
+
+
+def _problems(snap: Mapping[str, Any]) -> list[str]:
+    """What is wrong, most urgent first, in a few words each: a failing store, components
+    that failed or stalled, a broker that refuses the gateway."""
+    out: list[str] = []
+    store = snap.get("store") or {}
+    if store.get("state") == "fault":
+        mem = store.get("memory") or {}
+        out.append(f"STORE FAULT ({store.get('fault')}): {mem.get('points', 0)} pts in memory")
+    elif store.get("state") == "opening":
+        out.append("store opening")
+    bad = [f"{name} {c.get('state')}" for name, c in (snap.get("components") or {}).items()
+           if c.get("state") in ("failed", "stalled", "restarting")]
+    if bad:
+        out.append("COMPONENTS: " + ", ".join(bad[:3]) + (" …" if len(bad) > 3 else ""))
+    link = snap.get("link") or {}
+    if link.get("state") == "refused":
+        out.append("BROKER REFUSES THE GATEWAY")
+    return out
 
 
 def render_status(snap: Mapping[str, Any]) -> str:
@@ -381,6 +380,26 @@ def render_status(snap: Mapping[str, Any]) -> str:
         "clock     " + ("trusted" if clock.get("trusted") else "NOT trusted")
         + (f" ({clock['source']})" if clock.get("source") else ""),
     ]
+    store = snap.get("store") or {}
+    if store:
+        mem = store.get("memory") or {}
+        dropped = store.get("dropped") or {}
+        line = f"store     {store.get('state')}  {store.get('path') or ''}"
+        if store.get("state") == "fault":
+            since = store.get("since")
+            line += (f"\n  FAULT {store.get('fault')} since "
+                     f"{_duration(now - float(since)) + ' ago' if since else '?'}: "
+                     f"{store.get('error')}\n  in memory: {mem.get('points', 0)} points in "
+                     f"{mem.get('batches', 0)} batches, {mem.get('events', 0)} events "
+                     "(see docs/operations.md, 'When the SD card fails')")
+        if dropped.get("points") or dropped.get("events"):
+            line += (f"\n  dropped since start: {dropped.get('points', 0)} points, "
+                     f"{dropped.get('events', 0)} events")
+        lines.append(line)
+    for name, c in sorted((snap.get("components") or {}).items()):
+        if c.get("state") != "running" or c.get("restarts"):
+            lines.append(f"component {name}: {c.get('state')}, {c.get('restarts', 0)} "
+                         f"restarts, last error: {c.get('last_error') or '-'}")
     devices = _devices(snap)
     up = sum(1 for d in devices if d.get("health") == "online")
     lines.append(f"devices   {up}/{len(devices)} online")

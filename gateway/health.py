@@ -13,12 +13,15 @@ rss_mb             MiB   resident memory (``VmRSS``)
 disk_free_mb       MiB   free space for unprivileged writers on the store's filesystem
 store_backlog_points     telemetry points waiting in the store for the broker
 store_backlog_bytes B    bytes waiting in the store (telemetry and events payloads)
+store_memory_points      points held in memory (while the store fails, or on their way in)
+store_ok                 1 while the store works, 0 while it fails (``store_fault`` event)
 sd_write_kb        KiB   bytes this process caused to be written to storage since the last
                          sample (``/proc/self/io`` ``write_bytes``): the SD card's wear
 cpu_temp_c         degC  the SoC temperature, where the board reports one (absent otherwise)
 modbus_errors            timeouts + exception responses + other errors, all buses, since start
 serial_errors            framing errors of the serial sensors since start
 mqtt_reconnects          broker connections lost since start
+component_restarts       restarts of the agent's components since start (``component_failed``)
 uptime_s           s     seconds since the agent process started (drops to ~0 on a restart)
 ================== ===== =====================================================================
 
@@ -187,20 +190,10 @@ class HealthSampler:
                 for name, value in values.items()]
 
 
-def agent_counters(agent: Agent) -> dict[str, float]:
-    """The agent's figures for :class:`HealthSampler`: store backlog, error and reconnect
-    totals. Every value is an int (their types must not change between samples)."""
-    counts = agent.store.counts() if agent.store is not None and not agent.store.closed else None
-    modbus = sum(b.stats.timeouts + b.stats.exceptions + b.stats.errors
-                 for b in agent.buses.values())
-    serial = sum(r.stats().error_count for r in agent.serial.values())
-    return {
-        "store_backlog_points": counts.points if counts else 0,
-        "store_backlog_bytes": counts.telemetry_bytes + counts.event_bytes if counts else 0,
-        "modbus_errors": int(modbus),
-        "serial_errors": int(serial),
-        "mqtt_reconnects": agent.link.reconnects if agent.link is not None else 0,
-    }
+def agent_counters(agent: Agent) -> dict[str, int]:
+    """The agent's figures for :class:`HealthSampler`, from its one status
+    (:meth:`gateway.status.AgentStatus.health_counters`)."""
+    return agent.status().health_counters()
 
 
 async def run_health(sampler: HealthSampler, offer: Callable[[list[Sample]], None],

@@ -10,15 +10,19 @@ keeps per-group burning hours and energy across restarts, and reports levels as 
 the built-in device `lighting`.
 
 Rules in force come from the config's `lighting:` section, or from a `set_rules` command: those
-are written atomically to `rules.json` beside the store and take precedence after a restart.
+are kept in the store (key ``lighting.rules``, committed in one transaction) and take precedence
+after a restart.
+
+Nothing here waits on the disk: state to keep (overrides, counters, remote rules) goes to a
+:class:`~gateway.store.KeyValue` that commits in the background (the outbox), and the saved
+state is merged in by :meth:`LightingController.restore` whenever the store delivers it: the
+lamps are driven from the first second, store or no store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import datetime as dt
 import hashlib
 import json
@@ -26,15 +30,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from drivers.errors import DriverError
+from drivers.errors import DriverError, NotFound
 from drivers.gpio import LevelOutput
 from drivers.sample import Sample
+from gateway.clock import ClockTrust
 from gateway.commands.target import RulesRejected
-from gateway.files import write_atomic
+from gateway.events import EventType
 from gateway.latest import LatestValues
+from gateway.store import KeyValue
 from policies.lighting import (
     Counters,
     LightingConfigError,
@@ -55,6 +60,7 @@ log = logging.getLogger("edgegw.lighting")
 LIGHTING_DEVICE = "lighting"
 _COUNTERS_KEY = "lighting.counters"
 _OVERRIDES_KEY = "lighting.overrides"
+RULES_KEY = "lighting.rules"
 
 
 def rules_version(raw: Mapping[str, Any] | None) -> str:
@@ -88,50 +94,6 @@ def cross_check_rules(rules: LightingRules, points: Mapping[tuple[str, str], boo
     return problems
 
 
-# ------------------------------------------------------------------------------ clock trust
-def ntp_synchronized() -> bool | None:
-    """What the kernel says (adjtimex): True synced, False not, None when it cannot be asked."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        buf = ctypes.create_string_buffer(512)     # struct timex, modes = 0: read only
-        state = libc.adjtimex(buf)
-    except (OSError, AttributeError):
-        return None
-    if state < 0:
-        return None
-    return bool(state != 5)                         # TIME_ERROR: clock not synchronised
-
-
-@dataclass
-class ClockTrust:
-    """Whether the wall clock can be believed. Sources: a battery-backed RTC (config), the
-    kernel's NTP state, a `sync_time` command, a GPS fix. Once trusted it stays trusted for
-    the life of the process: a Pi loses its time only with its power."""
-
-    has_rtc: bool = False
-    check_ntp: bool = True
-    source: str | None = None
-    since: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.has_rtc:
-            self.source, self.since = "rtc", time.time()
-
-    @property
-    def trusted(self) -> bool:
-        if self.source is None and self.check_ntp and ntp_synchronized():
-            self.source, self.since = "ntp", time.time()
-        return self.source is not None
-
-    def mark(self, source: str) -> None:
-        if self.source is None:
-            log.info("clock trusted (%s)", source)
-        self.source, self.since = source, time.time()
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"trusted": self.trusted, "source": self.source, "since": self.since}
-
-
 # ----------------------------------------------------------------------------- the controller
 @dataclass
 class _LampWatch:
@@ -161,9 +123,7 @@ class LightingController:
     clock_trust: ClockTrust
     known_points: Mapping[tuple[str, str], bool]     # (device, point) -> writable
     gpio_outputs: Mapping[str, LevelOutput] = field(default_factory=dict)
-    state_dir: Path | None = None
-    kv_get: Callable[[str], bytes | None] | None = None
-    kv_set: Callable[[str, bytes], None] | None = None
+    kv: KeyValue | None = None
     wall_clock: Callable[[], float] = time.time
     tick: float = 1.0
     reassert: float = 60.0
@@ -183,14 +143,14 @@ class LightingController:
     _last_report: float = field(init=False, default=0.0)
     _task: asyncio.Task[None] | None = field(init=False, default=None)
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _rules_set: bool = field(init=False, default=False)   # set_rules ran in this process
+    progress: Callable[[], None] = field(init=False, default=lambda: None)
 
     def __post_init__(self) -> None:
-        saved = self._load_saved_rules()
-        if saved is not None:
-            self.rules_raw, (self.rules, self.version) = saved
-        else:
-            self.rules, self.version = self.check_rules(self.rules_raw)
-        self._restore()
+        self.rules, self.version = self.check_rules(self.rules_raw)
+        if self.kv is not None:
+            self.restore({k: v for k in (RULES_KEY, _COUNTERS_KEY, _OVERRIDES_KEY)
+                          if (v := self.kv.kv_get(k)) is not None})
 
     # ------------------------------------------------------------------ rules
     def check_rules(self, raw: dict[str, Any] | None) -> tuple[LightingRules, str]:
@@ -208,24 +168,16 @@ class LightingController:
             log.warning("lighting rules: %s", w)
         return rules, rules_version(raw)
 
-    def _rules_file(self) -> Path | None:
-        return self.state_dir / "rules.json" if self.state_dir is not None else None
-
-    def _load_saved_rules(
-            self) -> tuple[dict[str, Any], tuple[LightingRules, str]] | None:
-        """Rules set remotely earlier (rules.json), with their check, if they still pass."""
-        path = self._rules_file()
-        if path is None or not path.exists():
-            return None
+    def _saved_rules(self, blob: bytes) -> tuple[dict[str, Any], tuple[LightingRules, str]] | None:
+        """Rules set remotely earlier, with their check, if they still pass."""
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(blob)
             if not isinstance(data, dict):
                 raise ValueError("not a mapping")
             checked = self.check_rules(data)
-        except (OSError, ValueError) as err:
-            log.error("saved rules %s unusable (%s); using the config's", path, err)
+        except ValueError as err:
+            log.error("saved lighting rules unusable (%s); using the config's", err)
             return None
-        log.info("lighting rules from %s (set remotely)", path)
         return data, checked
 
     def set_rules(self, raw: dict[str, Any],
@@ -233,10 +185,9 @@ class LightingController:
         """Validate (unless `checked` is what check_rules returned for `raw`), store
         atomically, apply. The old rules stay on any error."""
         rules, version = checked if checked is not None else self.check_rules(raw)
-        path = self._rules_file()
-        if path is not None:
-            text = json.dumps(raw, sort_keys=True, indent=1, default=str)
-            write_atomic(path, text.encode(), mode=0o640)
+        if self.kv is not None:
+            self.kv.kv_set(RULES_KEY, json.dumps(raw, sort_keys=True, default=str).encode())
+        self._rules_set = True
         self.rules, self.version, self.rules_raw = rules, version, raw
         self._state = ResolverState()
         self._applied.clear()
@@ -251,7 +202,7 @@ class LightingController:
     def set_override(self, *, group: str, level: float, duration_s: float | None,
                      priority: int, source: str) -> Override:
         if group != "*" and group not in self.group_names():
-            raise KeyError(f"no lighting group {group!r} "
+            raise NotFound(f"no lighting group {group!r} "
                            f"(groups: {', '.join(self.group_names()) or 'none'})")
         now = dt.datetime.fromtimestamp(self.wall_clock(), dt.UTC)
         expires = now + dt.timedelta(seconds=duration_s) if duration_s else None
@@ -278,21 +229,34 @@ class LightingController:
         return len(keys)
 
     def _save_overrides(self) -> None:
-        if self.kv_set is None:
+        if self.kv is None:
             return
         data = [{"id": o.id, "group": o.group, "level": o.level, "priority": o.priority,
                  "expires_at": o.expires_at.timestamp() if o.expires_at else None}
                 for o in self.overrides.values()]
-        self.kv_set(_OVERRIDES_KEY, json.dumps(data).encode())
+        self.kv.kv_set(_OVERRIDES_KEY, json.dumps(data).encode())
 
-    def _restore(self) -> None:
-        if self.kv_get is None:
-            return
-        raw = self.kv_get(_COUNTERS_KEY)
+    def restore(self, saved: Mapping[str, bytes]) -> None:
+        """Merge the state the store kept (it may arrive after the loop started): remote rules
+        unless set since, counters added to what was counted since, overrides unless one was
+        set for the same group and source since."""
+        blob = saved.get(RULES_KEY)
+        if blob and not self._rules_set:
+            got = self._saved_rules(blob)
+            if got is not None:
+                self.rules_raw, (self.rules, self.version) = got
+                self._state = ResolverState()
+                self._applied.clear()
+                log.info("lighting rules %s in force (set remotely)", self.version)
+        raw = saved.get(_COUNTERS_KEY)
         if raw:
-            with contextlib.suppress(ValueError):
-                self.counters = Counters.from_json(json.loads(raw))
-        raw = self.kv_get(_OVERRIDES_KEY)
+            try:
+                restored = Counters.from_json(json.loads(raw))
+            except (ValueError, KeyError, TypeError) as err:
+                log.warning("saved lighting counters unusable (%s): counting from zero", err)
+            else:
+                self.counters = restored.plus(self.counters)
+        raw = saved.get(_OVERRIDES_KEY)
         if raw:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 for o in json.loads(raw):
@@ -301,12 +265,17 @@ class LightingController:
                                   priority=int(o["priority"]),
                                   expires_at=(dt.datetime.fromtimestamp(exp, dt.UTC)
                                               if exp else None))
-                    self.overrides[f"{ov.group}/{ov.id}"] = ov
+                    self.overrides.setdefault(f"{ov.group}/{ov.id}", ov)
+        self._wake.set()
 
     # ------------------------------------------------------------------ the loop
+    async def start(self) -> None:
+        """Drive the outputs to the resolved level at once."""
+        await self.step()
+
     async def __aenter__(self) -> LightingController:
-        await self.step()          # outputs to the resolved level at once
-        self._task = asyncio.create_task(self._run(), name="lighting")
+        await self.start()
+        self._task = asyncio.create_task(self.serve(), name="lighting")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -320,18 +289,16 @@ class LightingController:
             self._task = None
         self._save_counters()
 
-    async def _run(self) -> None:
+    async def serve(self) -> None:
+        """A step every ``tick`` (or at once when something changed), until cancelled. A
+        failing step ends it: the supervisor reports and restarts it."""
         while True:
+            self.progress()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.tick):
                     await self._wake.wait()
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:   # a bug here must not take the lights or the agent down
-                log.exception("lighting step failed")
+            await self.step()
 
     def _values(self) -> dict[tuple[str, str], SensorValue]:
         out = {}
@@ -421,8 +388,8 @@ class LightingController:
             self._save_counters()
 
     def _save_counters(self) -> None:
-        if self.kv_set is not None:
-            self.kv_set(_COUNTERS_KEY, json.dumps(self.counters.to_json()).encode())
+        if self.kv is not None:
+            self.kv.kv_set(_COUNTERS_KEY, json.dumps(self.counters.to_json()).encode())
 
     # ------------------------------------------------------------------ lamp health
     def _check_lamps(self, res: Resolution, checks: int = 3) -> None:
@@ -445,15 +412,16 @@ class LightingController:
                 rated = out.watts or 0.0
                 on = decision.level > 0
                 floor = max(1.0, 0.05 * rated * decision.level / 100) if on else 0.0
+                kind: EventType | None
                 if on and float(power.value) < floor:
-                    kind = "lamp_failure"
+                    kind = EventType.LAMP_FAILURE
                 elif not on and float(power.value) > max(2.0, 0.05 * rated):
-                    kind = "lamp_unexpected_on"
+                    kind = EventType.LAMP_UNEXPECTED_ON
                 else:
                     kind = None
                 if kind is None:
                     if watch.incident is not None:
-                        self.emit("lamp_recovered", out.device,
+                        self.emit(EventType.LAMP_RECOVERED, out.device,
                                   {"group": g.name, "was": watch.incident,
                                    "power_w": power.value, "level": decision.level})
                     watch.incident, watch.bad_since_checks = None, 0

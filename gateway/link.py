@@ -3,13 +3,19 @@
 aiomqtt does not reconnect by itself. The link task runs the loop explicitly::
 
     DISCONNECTED --connect--> CONNECTED --error/broker gone--> BACKOFF --delay--> DISCONNECTED
-                                                                     (next URL in turn)
+                   └──refused: bad credentials, not authorised, bad certificate──> REFUSED
+                                              (a long delay, then DISCONNECTED)
 
 Each attempt uses a fresh client (no session state hidden in paho), tries the configured broker
 URLs in turn, and waits a jittered, capped, exponential delay between failures, so that a
 district of gateways coming back from a power cut does not reconnect in lockstep. The first
-attempt after start is jittered too. `publish()` returns only when the broker acknowledged the
-message (PUBACK for QoS 1), which is what the store waits for before deleting anything.
+attempt after start is jittered too. A refusal that retrying cannot cure is a state of its own,
+reported once (``on_refused``) and retried only every few minutes, never hammered.
+`publish()` returns only when the broker acknowledged the message (PUBACK for QoS 1), which is
+what the store waits for before deleting anything.
+
+Incoming messages (commands) are each handled in a task of their own, at most
+``max_handlers`` at a time: a slow command (a silent device) never holds up the next one.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from urllib.parse import urlparse
 
 import aiomqtt
 
+from drivers.backoff import Backoff
 from gateway.config import MqttCfg
 from gateway.errors import ConfigError, LinkError
 
@@ -37,6 +44,12 @@ log = logging.getLogger("edgegw.link")
 
 OnConnect = Callable[["MqttLink"], Awaitable[None]]
 OnMessage = Callable[[str, bytes], Awaitable[None]]
+OnRefused = Callable[[str, str], None]          # (url, reason)
+
+# CONNACK refusals that a retry cannot cure: MQTT 3.1.1 return codes, and the MQTT 5 reason
+# codes paho 2 reports them as (unsupported protocol, bad client id, bad credentials, not
+# authorised, banned, bad authentication method)
+_PERMANENT_RC = frozenset({1, 2, 4, 5, 132, 133, 134, 135, 138, 140})
 
 
 class LinkState(Enum):
@@ -44,6 +57,7 @@ class LinkState(Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     BACKOFF = "backoff"
+    REFUSED = "refused"
     CLOSED = "closed"
 
 
@@ -101,7 +115,9 @@ class MqttLink:
         subscriptions: list[str] | None = None,
         on_connect: OnConnect | None = None,
         on_message: OnMessage | None = None,
+        on_refused: OnRefused | None = None,
         first_attempt_jitter: float = 0.0,
+        max_handlers: int = 16,
     ) -> None:
         self.cfg = cfg
         self.client_id = client_id
@@ -109,7 +125,12 @@ class MqttLink:
         self.subscriptions = list(subscriptions or [])
         self._on_connect = on_connect
         self._on_message = on_message
+        self._on_refused = on_refused
         self._first_jitter = first_attempt_jitter
+        self._slots = asyncio.Semaphore(max(1, max_handlers))
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.refusals = 0
+        self._progress: Callable[[], None] = lambda: None
         self.state = LinkState.DISCONNECTED
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -127,8 +148,11 @@ class MqttLink:
         return self.cfg.urls[self.url_index % len(self.cfg.urls)]
 
     async def __aenter__(self) -> MqttLink:
-        self._task = asyncio.create_task(self._run(), name="mqtt-link")
+        self._task = asyncio.create_task(self.serve(), name="mqtt-link")
         return self
+
+    def set_progress(self, beat: Callable[[], None]) -> None:
+        self._progress = beat
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -142,6 +166,12 @@ class MqttLink:
                 await asyncio.wait_for(self.publish(self.will.topic, goodbye, retain=True), 2.0)
         self._closed = True
         self.state = LinkState.CLOSED
+        self._lost.set()
+        handlers = list(self._handlers)
+        for h in handlers:
+            h.cancel()
+        if handlers:
+            await asyncio.wait(handlers, timeout=2.0)
         if self._task is not None:
             # a cancellation can be swallowed inside aiomqtt/paho (Python 3.11's wait_for):
             # waking the serve loop as well makes it see `_closed` and end by itself
@@ -191,15 +221,18 @@ class MqttLink:
         client.pending_calls_threshold = self.cfg.max_inflight + 10
         return client
 
-    def _backoff(self, failures: int) -> float:
-        base = min(self.cfg.reconnect_max, self.cfg.reconnect_min * 2 ** max(0, failures - 1))
-        return float(base * random.uniform(0.5, 1.5))
-
-    async def _run(self) -> None:
+    async def serve(self) -> None:
+        """Keep the connection up until :meth:`close` (or cancellation)."""
+        backoff = Backoff(first=self.cfg.reconnect_min,
+                          cap=max(self.cfg.reconnect_min, self.cfg.reconnect_max))
+        # a refusal is retried far less often: each attempt is logged by the broker too
+        refused_backoff = Backoff(first=max(30.0, self.cfg.reconnect_max),
+                                  cap=max(600.0, self.cfg.reconnect_max))
         failures = 0
         if self._first_jitter > 0:
             await asyncio.sleep(random.uniform(0, self._first_jitter))
         while not self._closed:
+            self._progress()
             url = self.url
             self.state = LinkState.CONNECTING
             client = self._make_client(url)
@@ -215,6 +248,8 @@ class MqttLink:
                     else:
                         log.info("mqtt: connected to %s as %s", url, self.client_id)
                     failures = 0
+                    backoff.reset()
+                    refused_backoff.reset()
                     self.last_error = None
                     self.connected.set()
                     if self._on_connect is not None:
@@ -224,6 +259,13 @@ class MqttLink:
                 self.last_error = str(err)
                 if self.state is LinkState.CONNECTED:
                     log.warning("mqtt: connection to %s lost: %s", url, err)
+                elif _permanent(err):
+                    self.state = LinkState.REFUSED
+                    self.refusals += 1
+                    log.error("mqtt: %s refused this gateway: %s (check the credentials, the "
+                              "certificate and the broker's ACL; retrying in minutes)", url, err)
+                    if self._on_refused is not None:
+                        self._on_refused(url, str(err))
                 elif failures == 0:
                     log.warning("mqtt: cannot connect to %s: %s", url, err)
             except LinkError as err:
@@ -240,9 +282,26 @@ class MqttLink:
             failures += 1
             if len(self.cfg.urls) > 1:
                 self.url_index += 1
-            self.state = LinkState.BACKOFF
-            await asyncio.sleep(self._backoff(failures))
+            if self.state is LinkState.REFUSED:
+                delay = refused_backoff.next()
+            else:
+                self.state = LinkState.BACKOFF
+                delay = backoff.next()
+            await asyncio.sleep(delay)
         self.state = LinkState.CLOSED
+
+    async def _handle(self, topic: str, payload: bytes) -> None:
+        assert self._on_message is not None
+        try:
+            await self._on_message(topic, payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception:   # a handler bug must not take the link down
+            log.exception("mqtt: handler for %s failed", topic)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        self._slots.release()
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Deliver incoming messages until the connection drops."""
@@ -251,6 +310,7 @@ class MqttLink:
         nxt: asyncio.Future[aiomqtt.Message] | None = None
         try:
             while True:
+                self._progress()
                 nxt = asyncio.ensure_future(anext(messages))
                 done, _ = await asyncio.wait({nxt, lost}, return_when=asyncio.FIRST_COMPLETED)
                 if lost in done:
@@ -261,12 +321,12 @@ class MqttLink:
                 if self._on_message is not None:
                     payload = msg.payload if isinstance(msg.payload, bytes) else (
                         str(msg.payload).encode())
-                    try:
-                        await self._on_message(str(msg.topic), payload)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:   # a handler bug must not take the link down
-                        log.exception("mqtt: handler for %s failed", msg.topic)
+                    # waits only when max_handlers commands are running already
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._handle(str(msg.topic), payload),
+                                               name=f"mqtt-handler-{msg.topic}")
+                    self._handlers.add(task)
+                    task.add_done_callback(self._handler_done)
         finally:
             # bounded: the helpers' own cancellation may be swallowed in aiomqtt
             helpers: list[asyncio.Future[Any]] = [lost] if nxt is None else [lost, nxt]
@@ -279,3 +339,13 @@ class MqttLink:
                 if f.done() and not f.cancelled():
                     f.exception()        # retrieved: no "exception never retrieved" noise
 
+
+
+def _permanent(err: aiomqtt.MqttError) -> bool:
+    """A refusal that retrying cannot cure (credentials, authorisation, certificate)."""
+    rc = getattr(err, "rc", None)
+    value = getattr(rc, "value", rc)
+    if isinstance(value, int) and value in _PERMANENT_RC:
+        return True
+    text = str(err).lower()
+    return "certificate verify failed" in text or "not authori" in text

@@ -1,209 +1,197 @@
-"""The agent: one asyncio process that owns the buses, the store, the MQTT link and uplink.
+"""The agent: the composition root that wires the parts together and hands every long-running
+task to one supervisor (:mod:`gateway.supervisor`).
 
-``Agent`` is an async context manager: entering it opens the store, starts the link and the
-uplink, then opens every bus (each runs its own task); leaving it closes them in reverse order
-(safe twice): the buses stop, what is batched is stored, the backlog gets a short chance to go
-out, a clean ``{"online": false}`` is published, and the store is closed. ``run(stop)`` serves
-until ``stop`` is set.
+::
+
+    buses, serial, GPIO ──samples──> latest values ──> lighting, alerts
+                 │                         └──> pipeline ──> outbox ──> publisher ──> link
+                 └──events──> events ──────────────────────────┘  (store thread)  commands <─┘
+
+Start-up order puts the lamps first and never waits on the disk or the network: the store is
+opened by the outbox in the background (the agent gives it a moment, ``store.stall_timeout``
+at most, to hand over the saved state); buses and serial readers start; the lighting drives
+its outputs at once; then the alert monitor, the pipeline, the publisher and the link (the
+first command gets a handler before the link subscribes); then health, the control socket and
+the systemd notifier. ``Agent`` is an async context manager; leaving it stops everything in
+reverse: the buses first, what is batched is handed over, the backlog gets a short chance to
+go out, a clean ``{"online": false}`` is published, and the store is closed.
+
+``run(stop)`` serves until ``stop`` is set, or raises ``ComponentFailed`` when a critical
+component keeps failing (the CLI then exits non-zero and systemd starts a fresh agent).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from drivers.modbus.bus import (
-    BusEvent,
-    BusKind,
-    BusSettings,
-    DeviceSettings,
-    Health,
-    ModbusBus,
-)
-from drivers.modbus.registers import Value
+from drivers.modbus.bus import BusEvent, ModbusBus
 from drivers.sample import Quality, Sample
-from drivers.serial.reader import LinkState as SerialState
-from drivers.serial.reader import Parity, SerialProtocol, SerialReader, SerialSettings
+from drivers.serial.reader import SerialReader
 from gateway import __version__
-from gateway.codec import Severity, Topics, encode_state
+from gateway.agent_commands import AgentCommands
+from gateway.alerting import AlertMonitor
+from gateway.clock import ClockTrust
+from gateway.codec import Topics, encode_state
 from gateway.commands import Dispatcher
-from gateway.commands.target import RulesRejected
-from gateway.config import Config, GpioCfg, ModbusRtuBus, ModbusTcpBus, SerialBus, known_points
+from gateway.config import Config, SerialBus, known_points
 from gateway.errors import LinkError
+from gateway.events import Emitted, Events, EventType
 from gateway.latest import LatestValues
-from gateway.lighting import ClockTrust, LightingController, rules_version
+from gateway.lighting import LightingController
 from gateway.link import LinkState, MqttLink, Will
-from gateway.store import Durability, Store
-from gateway.uplink import Uplink
+from gateway.outbox import Outbox
+from gateway.pipeline import Pipeline
+from gateway.publisher import Publisher
+from gateway.status import AgentStatus, build_status
+from gateway.supervisor import Component, Supervisor
+from gateway.wiring import catalogue_points, make_buses, make_serial, start_gpio
 
 log = logging.getLogger("edgegw.agent")
 
-EventListener = Callable[[BusEvent], None]
+EventListener = Callable[[Emitted], None]
 
-
-def modbus_settings(cfg: Config, bus: ModbusRtuBus | ModbusTcpBus) -> BusSettings:
-    if isinstance(bus, ModbusTcpBus):
-        return BusSettings(name=bus.name, kind=BusKind.TCP, host=bus.host, port=bus.port,
-                           timeout=bus.timeout, retries=bus.retries)
-    return BusSettings(name=bus.name, kind=BusKind.RTU, serial_port=bus.port,
-                       baudrate=bus.baudrate, parity=bus.parity, stopbits=bus.stopbits,
-                       bytesize=bus.bytesize, timeout=bus.timeout, retries=bus.retries)
-
-
-def serial_settings(bus: SerialBus) -> SerialSettings:
-    return SerialSettings(
-        name=bus.name, port=bus.port, protocol=SerialProtocol(bus.protocol),
-        device=bus.device or bus.name,
-        baudrate=bus.baudrate, bytesize=bus.bytesize, parity=Parity(bus.parity),
-        stopbits=bus.stopbits, pattern=bus.pattern, scales=dict(bus.scales),
-        offsets=dict(bus.offsets), period=bus.period, stale_periods=bus.stale_periods)
-
-
-def device_settings(cfg: Config, bus_name: str) -> list[DeviceSettings]:
-    return [DeviceSettings(name=d.name, unit=d.unit, poll=d.poll, points=d.specs(),
-                           max_gap=d.max_gap)
-            for d in cfg.devices if d.bus == bus_name and d.enabled]
+# watchdog: seconds without progress after which a critical loop counts as wedged
+LIGHTING_STALL = 30.0
+PUBLISHER_STALL = 60.0
+_SETTLE_MAX = 2.0             # seconds the lighting waits at most for the saved state
 
 
 class Agent:
-    """Polls every configured device, keeps the latest values, and runs the uplink."""
+    """Polls every configured device, drives the lamps, and runs the uplink."""
 
     def __init__(self, config: Config, *, wall_clock: Callable[[], float] = time.time,
                  log_samples: bool = False, uplink: bool = True,
-                 first_connect_jitter: float = 0.0) -> None:
+                 first_connect_jitter: float = 0.0, control: bool = False,
+                 notifier: Any = None) -> None:
         self.config = config
-        self.latest = LatestValues()
+        self.wall = wall_clock
         self.started_at = wall_clock()
-        self._wall = wall_clock
+        self.latest = LatestValues()
         self._log_samples = log_samples
-        self._event_listeners: list[EventListener] = []
-        self.buses: dict[str, ModbusBus] = {}
-        self.serial: dict[str, SerialReader] = {}
+        self._with_uplink = uplink
+        self._first_jitter = first_connect_jitter
+        self._with_control = control
+        self.notifier = notifier               # gateway.service.SystemdNotifier, or None
+        self.topics = Topics(config.mqtt.topic_prefix, config.gateway.id)
         self.clock = ClockTrust(has_rtc=config.gateway.has_rtc,
                                 check_ntp=config.gateway.trust_ntp)
+        self.events = Events(wall_clock=wall_clock)
+        self.outbox: Outbox | None = None
+        self.pipeline: Pipeline | None = None
+        if uplink:
+            self.outbox = Outbox(config.store, points=catalogue_points(config),
+                                 emit=self.events.emit)
+            self.events.sink = self.outbox.put_event
+            self.pipeline = Pipeline(config, self.outbox, wall_clock=wall_clock)
+        self.buses: dict[str, ModbusBus] = make_buses(
+            config, on_samples=self._samples, on_event=self._bus_event, wall_clock=wall_clock)
+        self.serial: dict[str, SerialReader] = {
+            b.name: make_serial(b, on_samples=self._samples, emit=self.events.emit,
+                                on_time_fix=lambda: self.clock.mark("gps"))
+            for b in config.buses if isinstance(b, SerialBus)}
         self.gpio_outputs: dict[str, Any] = {}
         self.gpio_inputs: dict[str, Any] = {}
         self.lighting: LightingController | None = None
-        self.alerts: Any = None             # gateway.alerting.AlertMonitor when configured
-        self._device_bus: dict[str, ModbusBus] = {}
-        self._stack = contextlib.AsyncExitStack()
-        self._entered = False
-        self._with_uplink = uplink
-        self._first_jitter = first_connect_jitter
-        self.topics = Topics(config.mqtt.topic_prefix, config.gateway.id)
-        self.store: Store | None = None
-        self.link: MqttLink | None = None
-        self.uplink: Uplink | None = None
+        self.alerts: AlertMonitor | None = None
+        # the commands' side of the agent (lighting and alerts join it once started)
+        self.commands = AgentCommands(buses=self.buses, latest=self.latest, lighting=None,
+                                      alerts=None, clock=self.clock,
+                                      status=self.state_snapshot, wall_clock=wall_clock)
         self.dispatcher: Dispatcher | None = None
-        for b in config.buses:
-            if isinstance(b, (ModbusRtuBus, ModbusTcpBus)):
-                bus = ModbusBus(modbus_settings(config, b), device_settings(config, b.name),
-                                on_samples=self._samples, on_event=self._event,
-                                wall_clock=wall_clock)
-                self.buses[b.name] = bus
-                for d in bus.devices:
-                    self._device_bus[d] = bus
-            else:
-                self.serial[b.name] = self._make_serial(b)
-
-    def _make_serial(self, bus: SerialBus) -> SerialReader:
-        device = bus.device or bus.name
-
-        def status(state: SerialState, detail: str) -> None:
-            if state in (SerialState.STALE, SerialState.UNAVAILABLE):
-                self._event(BusEvent("device_offline", device,
-                                     {"bus": bus.name, "state": state.value, "reason": detail}))
-            elif state is SerialState.ONLINE:
-                self._event(BusEvent("device_online", device, {"bus": bus.name}))
-
-        def time_fix(utc: object) -> None:
-            self.clock.mark("gps")
-
-        return SerialReader(serial_settings(bus), on_samples=self._samples, on_status=status,
-                            on_time_fix=time_fix if bus.protocol == "nmea" else None)
+        self.link: MqttLink | None = None
+        self.publisher: Publisher | None = None
+        self.supervisor: Supervisor | None = None
+        self._entered = False
+        self._closers: list[Callable[[], Any]] = []
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Agent:
         if self._entered:
             return self
         self._entered = True
+        self.events.emit(EventType.AGENT_START, None, {
+            "version": __version__,
+            "devices": sum(len(b.devices) for b in self.buses.values())})
         try:
-            if self._with_uplink:
-                await self._start_uplink()
-            for bus in self.buses.values():
-                await self._stack.enter_async_context(bus)
-            for reader in self.serial.values():
-                await self._stack.enter_async_context(reader)
-            if self.config.gpio is not None:
-                self._start_gpio(self.config.gpio)
-            if self.config.lighting:
-                await self._start_lighting()
-            if self.config.alerts:
-                await self._start_alerts()
+            await self._start()
         except BaseException:
-            await self._stack.aclose()
-            self._entered = False
+            await self.close()
             raise
-        self._event(BusEvent("agent_start", None, {
-            "version": __version__, "devices": len(self._device_bus)}))
         return self
 
-    def _start_gpio(self, cfg: GpioCfg) -> None:
-        from drivers.gpio import (
-            DigitalInput,
-            PinFactoryName,
-            PwmOutput,
-            RelayOutput,
-            detect_pin_factory,
-            make_pin_factory,
-        )
+    async def _start(self) -> None:
+        cfg = self.config
+        sup = self.supervisor = Supervisor(on_failure=self._component_failed,
+                                           wall_clock=self.wall)
+        outbox = self.outbox
+        if outbox is not None:
+            self._progress(sup.start("store", outbox.serve, critical=True), outbox)
+            # the saved state (remote rules, overrides, counters) before the first decision,
+            # but never more than a moment: the lamps do not wait on a failing card
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(cfg.store.stall_timeout, _SETTLE_MAX)):
+                    await outbox.settled.wait()
+        for name, bus in self.buses.items():
+            s = bus.settings
+            comp = sup.start(f"bus:{name}", bus.serve,
+                             stall_after=max(60.0, 4 * s.timeout * (s.retries + 1) + 10))
+            bus.progress = comp.beat
+        for name, reader in self.serial.items():
+            sup.start(f"serial:{name}", reader.run)
+        if cfg.gpio is not None:
+            self._start_gpio()
+        if cfg.lighting:
+            await self._start_lighting()
+        if cfg.alerts:
+            self._start_alerts()
+        self.commands.lighting, self.commands.alerts = self.lighting, self.alerts
+        if outbox is not None:
+            self._start_uplink(outbox)
+        self._start_service()
 
-        name = detect_pin_factory() if cfg.factory == "auto" else PinFactoryName(cfg.factory)
-        factory = make_pin_factory(name)
+    def _progress(self, comp: Component, part: Any) -> None:
+        part.set_progress(comp.beat)
+
+    def _start_gpio(self) -> None:
+        assert self.config.gpio is not None
         loop = asyncio.get_running_loop()
-        for o in cfg.outputs:
-            out: Any
-            if o.kind == "relay":
-                out = RelayOutput(o.name, o.pin, factory, active_high=o.active_high,
-                                  min_switch_interval=o.min_switch_interval)
-            else:
-                out = PwmOutput(o.name, o.pin, factory, frequency=o.frequency)
-            self.gpio_outputs[o.name] = out
-            self._stack.callback(out.close)
-        for i in cfg.inputs:
-            def changed(active: bool, name: str = i.name, kind: str = i.kind) -> None:
-                # gpiozero calls back from its own thread on real pins
-                sample = Sample(name, kind, int(self._wall() * 1000), active)
-                loop.call_soon_threadsafe(self._samples, [sample])
 
-            inp = DigitalInput(i.name, i.pin, factory, pull_up=i.pull_up, on_change=changed)
-            self.gpio_inputs[i.name] = inp
-            self._stack.callback(inp.close)
-            self._samples([Sample(i.name, i.kind, int(self._wall() * 1000), inp.active)])
+        def changed(name: str, kind: str, active: bool) -> None:
+            # gpiozero calls back from its own thread on real pins
+            sample = Sample(name, kind, int(self.wall() * 1000), active)
+            loop.call_soon_threadsafe(self._samples, [sample])
+
+        self.gpio_outputs, self.gpio_inputs = start_gpio(self.config.gpio, on_input=changed)
+        for dev in (*self.gpio_outputs.values(), *self.gpio_inputs.values()):
+            self._closers.append(dev.close)
+        for i in self.config.gpio.inputs:
+            self._samples([Sample(i.name, i.kind, int(self.wall() * 1000),
+                                  self.gpio_inputs[i.name].active)])
 
     async def _start_lighting(self) -> None:
-        state_dir = Path(self.config.store.path).parent if self.store is not None else None
+        assert self.supervisor is not None
         controller = LightingController(
             rules_raw=self.config.lighting, location=self.config.gateway.location,
-            latest=self.latest, write_point=self.write_point,
-            emit=lambda t, d, detail: self._event(BusEvent(t, d, detail)),
+            latest=self.latest, write_point=self._write_point, emit=self.events.emit,
             offer=self._samples, clock_trust=self.clock,
             known_points=known_points(self.config), gpio_outputs=self.gpio_outputs,
-            state_dir=state_dir,
-            kv_get=self.store.kv_get if self.store is not None else None,
-            kv_set=self.store.kv_set if self.store is not None else None,
-            wall_clock=self._wall)
+            kv=self.outbox, wall_clock=self.wall)
         self.lighting = controller
-        await self._stack.enter_async_context(controller)
+        if self.outbox is not None:
+            self.outbox.on_loaded(controller.restore)
+        await controller.start()            # the outputs to the resolved level at once
+        comp = self.supervisor.start("lighting", controller.serve, critical=True,
+                                     stall_after=LIGHTING_STALL, backoff_cap=5.0)
+        controller.progress = comp.beat
 
-    async def _start_alerts(self) -> None:
-        from gateway.alerting import AlertMonitor
-
+    def _start_alerts(self) -> None:
+        assert self.supervisor is not None
         cfg = self.config
         periods = {(d.name, p.name): p.poll or d.poll for d in cfg.devices for p in d.points}
         monitor = AlertMonitor(
@@ -211,48 +199,68 @@ class Agent:
             timezone=cfg.gateway.location.timezone if cfg.gateway.location else None,
             points=known_points(cfg),
             groups=self.lighting.group_names() if self.lighting is not None else [],
-            poll_periods=periods, latest=self.latest, emit=self.emit_event,
-            lighting=self.lighting,
-            kv_get=self.store.kv_get if self.store is not None else None,
-            kv_set=self.store.kv_set if self.store is not None else None,
-            wall_clock=self._wall)
+            poll_periods=periods, latest=self.latest, emit=self.events.emit,
+            lighting=self.lighting, kv=self.outbox, wall_clock=self.wall)
         self.alerts = monitor
-        await self._stack.enter_async_context(monitor)
+        if self.outbox is not None:
+            self.outbox.on_loaded(monitor.restore)
+        comp = self.supervisor.start("alerts", monitor.serve)
+        monitor.progress = comp.beat
 
-    async def _start_uplink(self) -> None:
+    def _start_uplink(self, outbox: Outbox) -> None:
+        assert self.supervisor is not None and self.pipeline is not None
         cfg = self.config
-        store = Store(cfg.store.path, max_mb=cfg.store.max_mb,
-                      durability=Durability(cfg.store.synchronous))
-        self._stack.callback(store.close)
-        self.store = store
+        sup = self.supervisor
+        # before the link starts, so the first command has a handler; a bad key file raises
+        # ConfigError here and the agent refuses to start
+        self.dispatcher = Dispatcher(self.commands, cfg=cfg.commands, store=outbox,
+                                     emit=self.events.emit, gateway_id=cfg.gateway.id,
+                                     topic_prefix=cfg.mqtt.topic_prefix, clock=self.wall)
+        outbox.on_loaded(self.dispatcher.memory.restore)
         link = MqttLink(
             cfg.mqtt, client_id=cfg.mqtt.client_id or cfg.gateway.id,
             will=Will(self.topics.state, encode_state(online=False)),
             subscriptions=[self.topics.cmd_req] + [self.topics.group_cmd_req(g)
                                                    for g in cfg.gateway.groups],
             on_connect=self._on_connect, on_message=self._on_message,
-            first_attempt_jitter=self._first_jitter,
-        )
-        uplink = Uplink(cfg, store, link, birth_detail=self.birth_detail,
-                        wall_clock=self._wall)
-        self.link, self.uplink = link, uplink
-        # before the link starts, so the first command has a handler; a bad key file raises
-        # ConfigError here and the agent refuses to start
-        self.dispatcher = Dispatcher(self, cfg=cfg.commands, store=store, emit=uplink.emit,
-                                     gateway_id=cfg.gateway.id,
-                                     topic_prefix=cfg.mqtt.topic_prefix, clock=self._wall)
+            on_refused=self._link_refused, first_attempt_jitter=self._first_jitter,
+            max_handlers=cfg.commands.concurrency)
+        self.link = link
+        self.publisher = Publisher(cfg, outbox, link, birth_detail=self.birth_detail)
+        self._progress(sup.start("pipeline", self.pipeline.serve, critical=True),
+                       self.pipeline)
+        self._progress(sup.start("publisher", self.publisher.serve, critical=True,
+                                 stall_after=PUBLISHER_STALL), self.publisher)
+        self._progress(sup.start("link", link.serve, critical=True), link)
 
-        async def stop_link() -> None:
-            await link.close(goodbye=encode_state(online=False))
+    def _start_service(self) -> None:
+        """Health telemetry, the control socket, the systemd notifier."""
+        from gateway.control import ControlError, ControlServer, status_line
+        from gateway.health import HealthSampler, run_health
 
-        async def stop_uplink() -> None:
-            await uplink.close(drain_for=2.0)
-
-        # closed in reverse: the uplink stores and drains first, then the link says goodbye
-        await link.__aenter__()
-        self._stack.push_async_callback(stop_link)
-        await uplink.__aenter__()
-        self._stack.push_async_callback(stop_uplink)
+        assert self.supervisor is not None
+        sup = self.supervisor
+        cfg = self.config
+        if self.pipeline is not None:
+            sampler = HealthSampler(store_path=cfg.store.path,
+                                    counters=lambda: self.status().health_counters())
+            pipeline = self.pipeline
+            sup.start("health", lambda: run_health(sampler, pipeline.offer,
+                                                   cfg.service.health_interval))
+        if self._with_control:
+            control = ControlServer(cfg.service.control_socket, self.state_snapshot)
+            # a socket path that cannot be used is a configuration to fix, not a crash to
+            # retry: reported once (the lamps matter more than `edgegw status`)
+            sup.start("control", control.serve, permanent=(ControlError,))
+            self._closers.append(control.close)
+        sd = self.notifier
+        if sd is not None:
+            sd.alive = sup.alive
+            sd.status_fn = lambda: status_line(self.state_snapshot())
+            if sd.watchdog_timeout is not None:
+                sup.start("watchdog", sd.serve_watchdog)
+            if sd.enabled:
+                sup.start("status-line", sd.serve_status)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -261,30 +269,92 @@ class Agent:
         if not self._entered:
             return
         self._entered = False
-        self._event(BusEvent("agent_stop", None, {}))
-        await self._stack.aclose()
+        sup = self.supervisor
+        if sup is None:
+            return
+        if self.notifier is not None:
+            self.notifier.stopping()
+        self.events.emit(EventType.AGENT_STOP, None, {})
+        for name in [n for n in sup.components
+                     if n.startswith(("bus:", "serial:"))] + ["alerts", "lighting", "health",
+                                                              "control", "watchdog",
+                                                              "status-line"]:
+            await sup.stop(name)
+        for bus in self.buses.values():
+            await bus.close()
+        for reader in self.serial.values():
+            with contextlib.suppress(Exception):
+                await reader.aclose()
+        if self.lighting is not None:
+            await self.lighting.close()       # counters kept
+        if self.alerts is not None:
+            await self.alerts.close()
+        for closer in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                result = closer()
+                if asyncio.iscoroutine(result):
+                    await result
+        await self._close_uplink(sup)
+        await sup.stop_all()
+
+    async def _close_uplink(self, sup: Supervisor) -> None:
+        """What is batched is handed over, the backlog gets 2 s to go out, the link says
+        goodbye, the store closes."""
+        if self.pipeline is None or self.outbox is None:
+            return
+        await sup.stop("pipeline")
+        self.pipeline.flush()
+        if self.publisher is not None and self.link is not None:
+            if self.link.connected.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        await self.publisher.drained()
+            await sup.stop("publisher")
+            await self.link.close(goodbye=encode_state(online=False))
+            await sup.stop("link")
+        await sup.stop("store")
+        await self.outbox.close(within=self.config.store.stall_timeout)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until `stop` is set."""
-        await stop.wait()
+        """Serve until ``stop`` is set; ComponentFailed if a critical component gave up."""
+        assert self.supervisor is not None, "enter the agent first"
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        failed = self.supervisor.failed
+        try:
+            await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if failed.done() and not stop.is_set():
+            raise failed.result()
 
     async def wait_first_cycle(self) -> None:
         """Until every bus has polled each of its devices once (answering or not)."""
         for bus in self.buses.values():
             await bus.first_cycle_done.wait()
 
-    # ------------------------------------------------------------------ uplink hooks
+    # ------------------------------------------------------------------ status
+    def status(self) -> AgentStatus:
+        return build_status(self)
+
+    def state_snapshot(self) -> dict[str, Any]:
+        """The whole live picture (get_state, edgegw status)."""
+        return self.status().as_dict()
+
+    def link_state(self) -> str:
+        return self.link.state.value if self.link is not None else LinkState.CLOSED.value
+
     def birth_detail(self) -> dict[str, Any]:
         return {
             "version": __version__,
-            "uptime_s": round(self._wall() - self.started_at, 1),
+            "uptime_s": round(self.wall() - self.started_at, 1),
             "clock_trusted": self.clock.trusted,
             "rules_version": self.lighting.version if self.lighting is not None else None,
         }
 
+    # ------------------------------------------------------------------ hooks
     async def _on_connect(self, link: MqttLink) -> None:
-        if self.uplink is not None:
-            await self.uplink.on_connect(link)
+        if self.publisher is not None:
+            await self.publisher.on_connect(link)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         """A command: answered on cmd/res, whatever it is (the dispatcher never raises)."""
@@ -296,14 +366,28 @@ class Agent:
         except LinkError as err:
             log.warning("command response not sent: %s", err)
 
-    # ------------------------------------------------------------------ consumers
+    def _link_refused(self, url: str, reason: str) -> None:
+        self.events.emit(EventType.LINK_REFUSED, None, {"url": url, "reason": reason[:300]})
+
+    def _component_failed(self, c: Component, err: BaseException, restarting: bool) -> None:
+        self.events.emit(EventType.COMPONENT_FAILED, None, {
+            "component": c.name, "error": type(err).__name__, "message": str(err)[:300],
+            "restarts": c.restarts, "restarting": restarting, "critical": c.critical})
+
     def on_event(self, listener: EventListener) -> None:
-        self._event_listeners.append(listener)
+        self.events.subscribe(listener)
+
+    def emit_event(self, type_: EventType | str, device: str | None,
+                   detail: dict[str, Any]) -> None:
+        self.events.emit(type_, device, detail)
+
+    def _bus_event(self, event: BusEvent) -> None:
+        self.events.emit(event.type, event.device, event.detail)
 
     def _samples(self, samples: list[Sample]) -> None:
         self.latest.update(samples)
-        if self.uplink is not None:
-            self.uplink.offer(samples)
+        if self.pipeline is not None:
+            self.pipeline.offer(samples)
         if self._log_samples:
             for s in samples:
                 if s.quality is Quality.GOOD:
@@ -311,146 +395,11 @@ class Agent:
                 else:
                     log.info("%s.%s: %s", s.device, s.point, s.quality)
 
-    def _event(self, event: BusEvent) -> None:
-        self.emit_event(event.type, event.device, event.detail, None)
+    async def _write_point(self, device: str, point: str, value: float) -> None:
+        await self.commands.write_point(device, point, value)
 
-    def emit_event(self, type_: str, device: str | None, detail: dict[str, Any],
-                   severity: Severity | None = None) -> None:
-        """An event: to the store's priority lane (the platform), and to local listeners."""
-        if self.uplink is not None:
-            self.uplink.emit(type_, device, detail, severity=severity)
-        event = BusEvent(type_, device, detail)
-        for listener in list(self._event_listeners):
-            listener(event)
 
-    # ------------------------------------------------------------------ operations
-    def bus_of(self, device: str) -> ModbusBus:
-        try:
-            return self._device_bus[device]
-        except KeyError:
-            known = ", ".join(sorted(self._device_bus)) or "none"
-            raise KeyError(f"no device {device!r} (devices: {known})") from None
-
-    async def read_point(self, device: str, point: str) -> Sample:
-        sample = await self.bus_of(device).read_point(device, point)
-        self.latest.update([sample])
-        return sample
-
-    async def write_point(self, device: str, point: str, value: Value) -> None:
-        await self.bus_of(device).write_point(device, point, value)
-
-    def device_health(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for bus in self.buses.values():
-            for name, dev in bus.devices.items():
-                out[name] = {
-                    "bus": bus.settings.name,
-                    "health": dev.health.value,
-                    "last_ok": dev.last_ok,
-                    "last_error": dev.last_error,
-                    "failures": dev.failures,
-                    "polls": dev.polls,
-                    "errors": dev.errors,
-                }
-        return out
-
-    def online_count(self) -> tuple[int, int]:
-        health = [d.health for b in self.buses.values() for d in b.devices.values()]
-        return sum(h is Health.ONLINE for h in health), len(health)
-
-    def link_state(self) -> str:
-        return self.link.state.value if self.link is not None else LinkState.CLOSED.value
-
-    # ------------------------------------------------------------------ command target
-    def state_snapshot(self) -> dict[str, Any]:
-        """The whole live picture (get_state, edgegw status)."""
-        counts = self.store.counts() if self.store is not None else None
-        online, total = self.online_count()
-        snap: dict[str, Any] = {
-            "gateway": self.config.gateway.id,
-            "version": __version__,
-            "uptime_s": round(self._wall() - self.started_at, 1),
-            "link": {"state": self.link_state(),
-                     "url": self.link.url if self.link else None,
-                     "reconnects": self.link.reconnects if self.link else 0},
-            "backlog": {"batches": counts.batches, "points": counts.points,
-                        "bytes": counts.total_bytes, "events": counts.events}
-            if counts else None,
-            "devices": self.device_health(),
-            "devices_online": online, "devices_total": total,
-            "clock": self.clock.snapshot(),
-        }
-        if self.lighting is not None:
-            snap["lighting"] = self.lighting.snapshot()
-        if self.alerts is not None:
-            snap["alerts"] = self.alerts.snapshot()
-        if self.dispatcher is not None:
-            snap["commands"] = self.dispatcher.stats.as_dict()
-        return snap
-
-    def clock_trusted(self) -> bool:
-        return self.clock.trusted
-
-    def set_override(self, *, group: str, level: float, duration_s: float | None,
-                     priority: int, source: str) -> dict[str, Any]:
-        if self.lighting is None:
-            raise NotImplementedError("this gateway has no lighting groups")
-        ov = self.lighting.set_override(group=group, level=level, duration_s=duration_s,
-                                        priority=priority, source=source)
-        return {"group": ov.group, "level": ov.level, "priority": ov.priority,
-                "expires_at": ov.expires_at.isoformat() if ov.expires_at else None}
-
-    def clear_override(self, *, group: str, source: str | None) -> dict[str, Any]:
-        if self.lighting is None:
-            raise NotImplementedError("this gateway has no lighting groups")
-        if group != "*" and group not in self.lighting.group_names():
-            raise KeyError(f"no lighting group {group!r}")
-        return {"group": group, "cleared": self.lighting.clear_override(group=group,
-                                                                        source=source)}
-
-    def get_rules(self) -> dict[str, Any]:
-        lighting = self.lighting.rules_raw if self.lighting is not None else None
-        alerts = self.alerts.raw if self.alerts is not None else None
-        out: dict[str, Any] = {"version": self._rules_version(), "lighting": lighting}
-        if alerts is not None:
-            out["alerts"] = alerts
-        return out
-
-    def _rules_version(self) -> str:
-        lighting = self.lighting.rules_raw if self.lighting is not None else None
-        alerts = self.alerts.raw if self.alerts is not None else None
-        return rules_version({"lighting": lighting, "alerts": alerts} if alerts else lighting)
-
-    async def set_rules(self, lighting: dict[str, Any] | None,
-                        alerts: dict[str, Any] | None = None) -> dict[str, Any]:
-        """New lighting (and alert) rules: all checked before any takes effect."""
-        if lighting is not None and self.lighting is None:
-            raise RulesRejected([("lighting", "this gateway was started without lighting "
-                                              "rules; add a lighting section to its config")])
-        if alerts is not None and self.alerts is None:
-            raise RulesRejected([("alerts", "this gateway was started without alert rules; "
-                                            "add an alerts section to its config")])
-        # both checked before either takes effect
-        checked = (self.lighting.check_rules(lighting)
-                   if lighting is not None and self.lighting is not None else None)
-        if alerts is not None and self.alerts is not None:
-            self.alerts.check(alerts)
-        warnings: list[str] = []
-        if lighting is not None and self.lighting is not None:
-            self.lighting.set_rules(lighting, checked)
-            warnings += self.lighting.warnings
-        if alerts is not None and self.alerts is not None:
-            self.alerts.set_rules(alerts)
-        return {"version": self._rules_version(), "warnings": warnings}
-
-    def sync_time(self, *, epoch_ms: int, set_clock: bool) -> dict[str, Any]:
-        offset_ms = epoch_ms - int(self._wall() * 1000)
-        if set_clock:
-            try:
-                time.clock_settime(time.CLOCK_REALTIME, epoch_ms / 1000)
-            except PermissionError as err:
-                raise NotImplementedError(
-                    "setting the clock needs CAP_SYS_TIME; the clock is trusted but not set"
-                ) from err
-        self.clock.mark("sync_time")
-        return {"clock_trusted": True, "offset_ms": offset_ms, "clock_set": set_clock}
+def log_events(agent: Agent) -> None:
+    """Every event in the log, one line each (the CLI's listener)."""
+    agent.on_event(lambda e: log.info("event %s %s %s", e.type, e.device or "",
+                                      json.dumps(e.detail, default=str)))

@@ -74,21 +74,23 @@ class SystemdNotifier:
 
     Entering starts, when systemd asked for them, the watchdog task (a pet every half
     interval) and, with ``status``, a task that sends ``STATUS=`` every ``status_interval``
-    seconds when the text changed. Leaving sends ``STOPPING=1`` (if :meth:`stopping` was not
-    called yet) and stops the tasks; it is safe twice. With no ``$NOTIFY_SOCKET`` every method
-    is a no-op (``enabled`` is False).
+    seconds when the text changed (with ``own_tasks=False`` the agent's supervisor runs
+    :meth:`serve_watchdog` and :meth:`serve_status` instead). Leaving sends ``STOPPING=1``
+    (if :meth:`stopping` was not called yet) and stops the tasks; it is safe twice. With no
+    ``$NOTIFY_SOCKET`` every method is a no-op (``enabled`` is False).
     """
 
     def __init__(self, *, status: Callable[[], str] | None = None,
                  status_interval: float = 5.0,
                  alive: Callable[[], bool] | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, own_tasks: bool = True) -> None:
         env = os.environ if environ is None else environ
         self.address = notify_address(env)
         self.watchdog_timeout = watchdog_interval(env) if self.address else None
-        self._status_fn = status
+        self.status_fn = status
         self._status_interval = status_interval
-        self._alive = alive
+        self.alive = alive
+        self._own_tasks = own_tasks       # False: a supervisor runs serve_watchdog/serve_status
         self._sock: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_status: str | None = None
@@ -111,11 +113,18 @@ class SystemdNotifier:
             return self
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._sock.setblocking(False)
-        if self.watchdog_timeout is not None:
-            self._tasks.append(asyncio.create_task(self._watchdog(), name="sd-watchdog"))
-        if self._status_fn is not None:
-            self._tasks.append(asyncio.create_task(self._status_loop(), name="sd-status"))
+        if self._own_tasks:
+            self.start_tasks()
         return self
+
+    def start_tasks(self) -> None:
+        """Run the watchdog and status loops in tasks of its own (without a supervisor)."""
+        if not self.enabled or self._tasks:
+            return
+        if self.watchdog_timeout is not None:
+            self._tasks.append(asyncio.create_task(self.serve_watchdog(), name="sd-watchdog"))
+        if self.status_fn is not None:
+            self._tasks.append(asyncio.create_task(self.serve_status(), name="sd-status"))
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -191,11 +200,13 @@ class SystemdNotifier:
         return self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
 
     # ------------------------------------------------------------------ tasks
-    async def _watchdog(self) -> None:
-        assert self.watchdog_timeout is not None
+    async def serve_watchdog(self) -> None:
+        """A pet every half interval while ``alive()`` says so, until cancelled."""
+        if self.watchdog_timeout is None:
+            return
         period = self.watchdog_timeout / 2
         while True:
-            if self._alive is None or self._alive():
+            if self.alive is None or self.alive():
                 self.watchdog()
             else:
                 self.withheld += 1
@@ -204,11 +215,14 @@ class SystemdNotifier:
             # sleeping on the loop is the point: a blocked loop never comes back here
             await asyncio.sleep(period)
 
-    async def _status_loop(self) -> None:
-        assert self._status_fn is not None
+    async def serve_status(self) -> None:
+        """``STATUS=`` every ``status_interval`` seconds when the text changed."""
         while True:
+            if self.status_fn is None:
+                await asyncio.sleep(self._status_interval)
+                continue
             try:
-                text = self._status_fn()
+                text = self.status_fn()
             except Exception:
                 log.exception("status line failed")
                 text = None

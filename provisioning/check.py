@@ -70,8 +70,8 @@ from gateway.config import (
 from gateway.errors import ConfigError, StoreError
 from gateway.files import PUBLIC_MODE, write_atomic
 from gateway.link import check_secret_file, tls_context
-from gateway.runtime import modbus_settings, serial_settings
 from gateway.store import Store
+from gateway.wiring import modbus_settings, serial_settings
 from provisioning.identity import IdentityError, load_key, verify_certificate
 from provisioning.ports import Holder, port_holders, running_agents
 
@@ -448,7 +448,7 @@ async def _check_modbus_bus(cfg: Config, bus: ModbusRtuBus | ModbusTcpBus,
         return [t.result(f"bus:{bus.name}", f"bus {bus.name}", Status.SKIP,
                          f"{bus.type} {_line(bus)}: no devices configured",
                          hint=f"find them: edgegw scan --config {cfg.source} --bus {bus.name}")]
-    settings = dataclasses.replace(modbus_settings(cfg, bus),
+    settings = dataclasses.replace(modbus_settings(bus),
                                    timeout=min(bus.timeout, answer_timeout), reconnect_cap=1.0)
     # one plan per device: every point read once, in the agent's merged requests
     dev_settings = [DeviceSettings(name=d.name, unit=d.unit, poll=3600.0, max_gap=d.max_gap,
@@ -629,7 +629,7 @@ def system_ntp_status() -> str | None:
                 return "NTP synchronised (timedatectl)"
     if Path("/run/systemd/timesync/synchronized").exists():
         return "NTP synchronised (systemd-timesyncd)"
-    from gateway.lighting import ntp_synchronized
+    from gateway.clock import ntp_synchronized
 
     if ntp_synchronized():
         return "NTP synchronised (kernel clock discipline)"
@@ -730,7 +730,7 @@ class _Outputs:
             bus = cfg.bus(name)
             if isinstance(bus, SerialBus):
                 continue
-            settings = dataclasses.replace(modbus_settings(cfg, bus),
+            settings = dataclasses.replace(modbus_settings(bus),
                                            timeout=min(bus.timeout, timeout))
             mb = ModbusBus(settings, [DeviceSettings(name=d.name, unit=d.unit, poll=d.poll,
                                                      points=d.specs(), max_gap=d.max_gap)

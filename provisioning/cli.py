@@ -292,7 +292,7 @@ def scan_cmd(
 
 def _scan(*, config: Path | None, bus: list[str] | None, units: str, timeout: float,
           auto_baud: bool, profiles: bool, list_ports: bool, poll: float, as_json: bool) -> None:
-    from gateway.runtime import modbus_settings
+    from gateway.wiring import modbus_settings
     from provisioning.ports import list_serial_ports
     from provisioning.scan import (
         known_units,
@@ -333,7 +333,7 @@ def _scan(*, config: Path | None, bus: list[str] | None, units: str, timeout: fl
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     scans: list[BusScan] = []
     for b in targets:
-        settings = modbus_settings(cfg, b)
+        settings = modbus_settings(b)
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
                       console=console, transient=True, disable=as_json) as progress:

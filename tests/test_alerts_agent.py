@@ -46,7 +46,7 @@ async def test_flood_alarm_during_an_outage_goes_out_before_the_backlog(
                                  "lighting": LIGHTING, "alerts": ALERTS})
         agent = Agent(cfg, wall_clock=lambda: clock().timestamp())
         async with agent:
-            assert agent.link is not None and agent.uplink is not None
+            assert agent.link is not None and agent.pipeline is not None
             await platform.until(lambda: len(platform.seqs()) >= 2)
             lamp = sim.devices["lamp-1"]
             assert lamp.peek("dim_level") == 0                     # noon: off
@@ -59,11 +59,11 @@ async def test_flood_alarm_during_an_outage_goes_out_before_the_backlog(
             active = {a["type"] for a in snapshot["alerts"]}
             assert active == {"flood_warning", "flood_alarm"}
             assert lamp.peek("dim_level") == 100                   # alarm: full light
-            backlog = agent.store.counts().batches if agent.store else 0
+            backlog = agent.outbox.counts.batches if agent.outbox else 0
             assert backlog > 20
             await broker.start()
             await asyncio.wait_for(agent.link.connected.wait(), 15)
-            last = agent.uplink.stats.batches_stored
+            last = agent.pipeline.stats.batches
             await platform.until(lambda: last in platform.seqs(), within=30)
     order = [m for m in platform.messages if m["kind"] in ("event", "telemetry")]
     alarm_at = next(i for i, m in enumerate(order) if m.get("type") == "flood_alarm")

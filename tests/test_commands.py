@@ -26,7 +26,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.errors import DeviceError, DeviceTimeout, WriteRejected
+from drivers.errors import (
+    BadValue,
+    BusError,
+    DeviceError,
+    DeviceTimeout,
+    NotFound,
+    Unsupported,
+    WriteRejected,
+)
 from drivers.modbus.registers import Value
 from drivers.sample import Quality, Sample
 from gateway.codec import (
@@ -98,7 +106,7 @@ class FakeAgent:
         if device in self.broken:
             raise DeviceTimeout(f"modbus lan unit 3: read {point} timed out after 0.5 s")
         if (device, point) not in self.points:
-            raise KeyError(f"no point {device}.{point}")
+            raise NotFound(f"no point {device}.{point}")
         return Sample(device, point, 1_764_032_400_000, self.points[device, point])
 
     async def write_point(self, device: str, point: str, value: Value) -> None:
@@ -107,7 +115,7 @@ class FakeAgent:
         if device in self.broken:
             raise DeviceError(f"modbus lan: {device} is offline")
         if (device, point) not in self.points:
-            raise KeyError(f"no point {device}.{point}")
+            raise NotFound(f"no point {device}.{point}")
         if (device, point) not in self.writable:
             raise WriteRejected(f"{device}.{point} is not writable")
         self.points[device, point] = value
@@ -119,20 +127,22 @@ class FakeAgent:
                                             "source": source}))
         self._raise()
         if group not in self.groups and group != "*":
-            raise KeyError(f"no lighting group {group!r}")
-        ov = {"group": group, "level": level, "priority": priority, "source": source,
-              "expires_in_s": duration_s}
+            raise NotFound(f"no lighting group {group!r}")
+        expires = (dt.datetime.fromtimestamp(NOW + duration_s, dt.UTC).isoformat()
+                   if duration_s else None)
+        ov = {"group": group, "level": float(level), "priority": priority,
+              "expires_at": expires}
         self.overrides[group, source] = ov
-        return {"override": ov}
+        return ov
 
     def clear_override(self, *, group: str, source: str | None) -> dict[str, Any]:
         self.calls.append(("clear_override", {"group": group, "source": source}))
         if group not in self.groups and group != "*":
-            raise KeyError(f"no lighting group {group!r}")
+            raise NotFound(f"no lighting group {group!r}")
         gone = [k for k in self.overrides if k[0] == group and source in (None, k[1])]
         for k in gone:
             del self.overrides[k]
-        return {"cleared": len(gone)}
+        return {"group": group, "cleared": len(gone)}
 
     def get_rules(self) -> dict[str, Any]:
         return {"version": self.version_of(self.lighting), "lighting": self.lighting}
@@ -147,7 +157,7 @@ class FakeAgent:
         if problems:
             raise RulesRejected(problems)
         self.lighting = lighting
-        return {"version": self.version_of(lighting)}
+        return {"version": self.version_of(lighting), "warnings": []}
 
     def sync_time(self, *, epoch_ms: int, set_clock: bool) -> dict[str, Any]:
         self.calls.append(("sync_time", {"epoch_ms": epoch_ms, "set_clock": set_clock}))
@@ -257,7 +267,8 @@ async def test_set_override_validates_and_passes_typed_arguments() -> None:
     d = make(agent)
     r = await ask(d, "c-1", "set_override",
                   {"group": "main-street", "level": 100, "duration_s": 3600, "priority": 50})
-    assert r["ok"] and r["result"]["override"]["level"] == 100
+    assert r["ok"] and r["result"]["level"] == 100
+    assert r["result"]["expires_at"].startswith("2025-11-25T02:00")
     assert agent.calls == [("set_override", {"group": "main-street", "level": 100.0,
                                              "duration_s": 3600.0, "priority": 50,
                                              "source": "platform"})]
@@ -297,7 +308,7 @@ async def test_clear_override() -> None:
     d = make(agent)
     await ask(d, "c-1", "set_override", {"group": "main-street", "level": 100})
     r = await ask(d, "c-2", "clear_override", {"group": "main-street"})
-    assert r == {"id": "c-2", "ok": True, "result": {"cleared": 1}}
+    assert r == {"id": "c-2", "ok": True, "result": {"group": "main-street", "cleared": 1}}
     assert agent.calls[-1] == ("clear_override", {"group": "main-street", "source": None})
     r = await ask(d, "c-3", "clear_override", {"group": "atlantis"})
     assert r["code"] == "not_found"
@@ -414,15 +425,20 @@ async def test_unknown_command_lists_the_known_ones() -> None:
 
 # ====================================================================== exceptions -> codes
 @pytest.mark.parametrize(("exc", "code"), [
-    (KeyError("no group 'x'"), "not_found"),
+    (NotFound("no group 'x'"), "not_found"),
     (RulesRejected([("groups", "bad")]), "invalid_rules"),
     (WriteRejected("not writable"), "rejected"),
-    (ValueError("level above the group's maximum"), "bad_args"),
+    (BadValue("level above the group's maximum"), "bad_args"),
     (DeviceError("gone"), "device_error"),
     (DeviceTimeout("slow"), "device_error"),
-    (TimeoutError(), "device_error"),
-    (ConnectionRefusedError("refused"), "device_error"),
-    (NotImplementedError("no lighting configured"), "unsupported"),
+    (BusError("port gone"), "device_error"),
+    (Unsupported("no lighting configured"), "unsupported"),
+    # only our own typed errors are named: the built-in ones are bugs, not answers
+    (KeyError("a dict lookup in a bug"), "internal"),
+    (ValueError("a bug"), "internal"),
+    (TimeoutError(), "internal"),
+    (ConnectionRefusedError("refused"), "internal"),
+    (NotImplementedError("a stub"), "internal"),
     (RuntimeError("bug"), "internal"),
     (ZeroDivisionError(), "internal"),
 ])

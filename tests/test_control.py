@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from gateway.codec import Severity
 from gateway.config import parse_config
 from gateway.control import (
     SCHEMA,
     ControlError,
     ControlServer,
-    agent_snapshot,
     fetch_status,
     render_status,
     request,
@@ -237,15 +237,14 @@ async def test_snapshot_of_a_real_agent_with_its_store(tmp_path: Path) -> None:
     }), source="test")
     clock = [1764032400.0]
     async with Agent(cfg, wall_clock=lambda: clock[0]) as agent:
-        assert agent.uplink is not None
-        agent.uplink.emit("test_event")
-        store = agent.store
-        assert store is not None
-        async with asyncio.timeout(5):     # the event writer commits in a worker thread
-            while store.counts().events < 2:  # noqa: ASYNC110
+        assert agent.outbox is not None
+        agent.events.emit("test_event", severity=Severity.INFO)
+        outbox = agent.outbox
+        async with asyncio.timeout(5):     # the outbox commits in the store's thread
+            while outbox.counts.events < 2:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         clock[0] += 90
-        snap = agent_snapshot(agent, wall=lambda: clock[0])
+        snap = agent.state_snapshot()
     json.dumps(snap)                                     # JSON all the way down
     assert snap["schema"] == SCHEMA and snap["gateway"] == "gw-snap"
     assert snap["uptime_s"] == 90.0
@@ -255,4 +254,6 @@ async def test_snapshot_of_a_real_agent_with_its_store(tmp_path: Path) -> None:
     assert snap["devices"] == {} and snap["buses"] == []
     assert {"trusted", "source"} <= set(snap["clock"])
     assert snap["now"] == clock[0] and snap["pid"] == os.getpid() and snap["site"] == "lab"
+    assert snap["store"]["state"] == "ok" and snap["store"]["memory"]["points"] == 0
+    assert snap["components"]["store"]["state"] == "running"
     assert "gw-snap" in render_status(snap)

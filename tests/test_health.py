@@ -139,17 +139,19 @@ async def test_agent_counters_of_a_real_agent(tmp_path: Path) -> None:
         "store": {"path": str(tmp_path / "store.db")},
     }), source="test")
     async with Agent(cfg) as agent:
-        store = agent.store
-        assert store is not None
-        async with asyncio.timeout(5):     # the event writer commits in a worker thread
-            while not store.counts().events:  # noqa: ASYNC110
+        outbox = agent.outbox
+        assert outbox is not None
+        async with asyncio.timeout(5):     # the outbox commits in the store's thread
+            while not outbox.counts.events:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         c = agent_counters(agent)
         s = HealthSampler(store_path=cfg.store.path, counters=lambda: agent_counters(agent),
                           thermal=None)
         v = values(s.sample())
-    assert set(c) == {"store_backlog_points", "store_backlog_bytes", "modbus_errors",
-                      "serial_errors", "mqtt_reconnects"}
+    assert set(c) == {"store_backlog_points", "store_backlog_bytes", "store_memory_points",
+                      "store_ok", "modbus_errors", "serial_errors", "mqtt_reconnects",
+                      "component_restarts"}
+    assert c["store_ok"] == 1 and c["component_restarts"] == 0
     assert all(type(x) is int for x in c.values())
     assert c["store_backlog_bytes"] > 0                  # the agent_start event waits unsent
     assert v["modbus_errors"] == 0 and v["mqtt_reconnects"] == 0

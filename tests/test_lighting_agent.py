@@ -19,6 +19,7 @@ from drivers.modbus.bus import BusEvent
 from gateway.config import Config
 from gateway.lighting import RulesRejected
 from gateway.runtime import Agent
+from gateway.store import Store
 from simulators.broker import MosquittoBroker
 from simulators.runner import SimHandle, open_spec
 from tests.helpers import gateway_config
@@ -76,7 +77,7 @@ async def test_override_wins_then_expires(tmp_path: Path) -> None:
     async with open_spec(SPEC, ephemeral=True) as sim:
         cfg = config(sim, tmp_path)
         async with Agent(cfg, uplink=False, wall_clock=clock_at("2026-12-01T23:30")) as agent:
-            agent.set_override(group="street", level=100, duration_s=1.5, priority=50,
+            agent.commands.set_override(group="street", level=100, duration_s=1.5, priority=50,
                                source="op-17")
             lamp = sim.devices["lamp-1"]
             await until(lambda: lamp.peek("dim_level") == 100)
@@ -84,7 +85,7 @@ async def test_override_wins_then_expires(tmp_path: Path) -> None:
             assert reason.startswith("override op-17 until")
             await until(lambda: lamp.peek("dim_level") == 60)      # the program takes over
             with pytest.raises(KeyError, match="no lighting group 'nowhere'"):
-                agent.set_override(group="nowhere", level=1, duration_s=None, priority=1,
+                agent.commands.set_override(group="nowhere", level=1, duration_s=None, priority=1,
                                    source="x")
 
 
@@ -100,7 +101,7 @@ async def test_untrusted_clock_goes_failsafe_until_sync_time(tmp_path: Path) -> 
             assert lamp.peek("dim_level") == 100
             assert "failsafe" in agent.state_snapshot()["lighting"]["groups"]["street"]["reason"]
             assert any(e.type == "failsafe_entered" for e in events)
-            agent.sync_time(epoch_ms=int(time.time() * 1000), set_clock=False)
+            agent.commands.sync_time(epoch_ms=int(time.time() * 1000), set_clock=False)
             await until(lambda: lamp.peek("dim_level") == 0)
             assert any(e.type == "failsafe_left" for e in events)
 
@@ -140,20 +141,21 @@ async def test_set_rules_persists_and_bad_rules_keep_the_old(broker: MosquittoBr
     async with open_spec(SPEC, ephemeral=True) as sim:
         cfg = config(sim, tmp_path, url=broker.url)
         async with Agent(cfg, wall_clock=clock_at("2026-12-01T23:30")) as agent:
-            old = agent.get_rules()["version"]
+            old = agent.commands.get_rules()["version"]
             bad = json.loads(json.dumps(RULES))
             bad["groups"][0]["outputs"][0]["point"] = "lamp_power"     # read-only
             with pytest.raises(RulesRejected, match="is not writable"):
-                await agent.set_rules(bad)
-            assert agent.get_rules()["version"] == old
+                await agent.commands.set_rules(bad)
+            assert agent.commands.get_rules()["version"] == old
             new = json.loads(json.dumps(RULES))
             new["programs"]["night"]["steps"][1]["level"] = 30
-            result = await agent.set_rules(new)
+            result = await agent.commands.set_rules(new)
             assert result["version"] != old
             await until(lambda: sim.devices["lamp-1"].peek("dim_level") == 30)
-        assert (tmp_path / "rules.json").exists()
+        with Store(cfg.store.path) as store:              # kept in the store, one commit
+            assert json.loads(store.kv_get("lighting.rules") or b"{}") == new
         async with Agent(cfg, wall_clock=clock_at("2026-12-01T23:30")) as again:
-            assert again.get_rules()["version"] == result["version"]   # survives a restart
+            assert again.commands.get_rules()["version"] == result["version"]   # survives a restart
             assert sim.devices["lamp-1"].peek("dim_level") == 30
 
 

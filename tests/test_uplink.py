@@ -45,7 +45,7 @@ async def test_samples_reach_the_platform_decoded(broker: MosquittoBroker,
         cfg = gateway_config(sim, broker_url=broker.url, store=tmp_path / "s.db")
         async with Agent(cfg) as agent:
             await platform.until(lambda: len(platform.of("telemetry")) >= 3)
-            assert agent.uplink is not None
+            assert agent.pipeline is not None
         await platform.until(lambda: any(m["kind"] == "state" and not m["online"]
                                          for m in platform.messages))
     state = platform.of("state")[0]
@@ -73,26 +73,26 @@ async def test_broker_outage_loses_nothing_and_keeps_order(broker: MosquittoBrok
             Platform(broker.url, client_id="platform-outage") as platform:
         cfg = gateway_config(sim, broker_url=broker.url, store=tmp_path / "s.db", poll=0.2)
         async with Agent(cfg) as agent:
-            assert agent.uplink is not None and agent.link is not None
+            assert agent.pipeline is not None and agent.link is not None
             await platform.until(lambda: len(platform.seqs()) >= 3)
             await broker.stop()
             await asyncio.sleep(20)                       # the 20 s outage
-            stored_during = agent.store.counts().batches if agent.store else 0
+            stored_during = agent.outbox.counts.batches if agent.outbox else 0
             assert stored_during > 20                     # the backlog built up on disk
             await broker.start()
             await asyncio.wait_for(agent.link.connected.wait(), 15)
             await platform.until(lambda: len(platform.seqs()) > 0
-                                 and max(platform.seqs()) >= agent.uplink.stats.batches_stored
+                                 and max(platform.seqs()) >= agent.pipeline.stats.batches
                                  - 2, within=30)
         # the agent drained and stored the rest on the way out; wait for the very last batch
-        last = agent.uplink.stats.batches_stored
+        last = agent.pipeline.stats.batches
         await platform.until(lambda: last in platform.seqs(), within=15)
     firsts = unique_seqs(platform.seqs())
     assert firsts == list(range(1, last + 1)), "gap or reordering in seq"
     points = {}
     for m in platform.of("telemetry"):
         points[m["seq"]] = len(m["points"])
-    assert sum(points.values()) == agent.uplink.stats.points_stored
+    assert sum(points.values()) == agent.pipeline.stats.points_batched
 
 
 async def test_store_full_drops_oldest_and_says_so(broker: MosquittoBroker,
@@ -103,7 +103,7 @@ async def test_store_full_drops_oldest_and_says_so(broker: MosquittoBroker,
                              batch_interval=0.1, extra={"store": {"max_mb": 0.005}})
         await broker.stop()
         async with Agent(cfg) as agent:
-            assert agent.uplink is not None and agent.link is not None
+            assert agent.pipeline is not None and agent.link is not None
             await asyncio.sleep(6)
             await broker.start()
             await asyncio.wait_for(agent.link.connected.wait(), 15)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import termios
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,8 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
-from drivers.errors import BusError, DeviceException, DeviceTimeout, WriteRejected
+from drivers.backoff import Backoff, jittered
+from drivers.errors import BusError, DeviceException, DeviceTimeout, NotFound, WriteRejected
 from drivers.modbus.planner import Plan, ReadRequest, plan_device, plan_table
 from drivers.modbus.registers import PointSpec, Table, Value, decode, encode
 from drivers.sample import Quality, Sample
@@ -39,6 +39,9 @@ EXCEPTION_NAMES = {
     4: "device failure", 5: "acknowledge", 6: "device busy", 8: "memory parity error",
     10: "gateway path unavailable", 11: "gateway target failed to respond",
 }
+
+
+_IDLE_BEAT = 5.0            # seconds: an idle bus task still shows it is alive this often
 
 
 class BusKind(StrEnum):
@@ -156,11 +159,14 @@ class ModbusBus:
         self._lock = asyncio.Lock()     # one transaction at a time, whoever calls
         self._closed = False
         self.first_cycle_done = asyncio.Event()
-        self._reconnect_delay = 0.5
+        self._reconnect = Backoff(first=0.5, cap=max(0.5, settings.reconnect_cap))
+        # called at every step of the bus task: a supervisor's heartbeat (a wedged bus stops
+        # calling it)
+        self.progress: Callable[[], None] = lambda: None
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> ModbusBus:
-        self._task = asyncio.create_task(self._run(), name=f"modbus-bus-{self.settings.name}")
+        self._task = asyncio.create_task(self.serve(), name=f"modbus-bus-{self.settings.name}")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -188,11 +194,11 @@ class ModbusBus:
         try:
             dev = self.devices[device]
         except KeyError:
-            raise KeyError(f"no device {device!r} on bus {self.settings.name}") from None
+            raise NotFound(f"no device {device!r} on bus {self.settings.name}") from None
         for p in dev.settings.points:
             if p.name == point:
                 return p
-        raise KeyError(f"device {device} has no point {point!r}")
+        raise NotFound(f"device {device} has no point {point!r}")
 
     async def read_point(self, device: str, point: str) -> Sample:
         """Read one point now (queued ahead of polls)."""
@@ -278,7 +284,7 @@ class ModbusBus:
             self.stats.reconnects += 1
             log.info("%s: connected", self._where())
         self.state = ConnState.CONNECTED
-        self._reconnect_delay = 0.5
+        self._reconnect.reset()
 
     async def _call(self, dev: DeviceState, what: str, fn: Callable[[], Any]) -> Any:
         """One transaction with the bus to ourselves, errors turned into our exceptions.
@@ -291,6 +297,7 @@ class ModbusBus:
         retries = 0 if dev.health is Health.OFFLINE else s.retries
         where = f"{self._where()} unit {unit} ({dev.settings.name}): {what}"
         async with self._lock:
+            self.progress()
             await self._ensure_connected()
             assert self._client is not None
             ctx = getattr(self._client, "ctx", None)
@@ -364,7 +371,12 @@ class ModbusBus:
         return self._client
 
     # ------------------------------------------------------------------ the bus task
-    async def _run(self) -> None:
+    async def serve(self) -> None:
+        """The bus task: polls and queued jobs until cancelled (restartable)."""
+        if self._client is not None:        # restarted after a failure: start afresh
+            self._client.close()
+            self._client = None
+            self.state = ConnState.DISCONNECTED
         loop = asyncio.get_running_loop()
         now = loop.time()
         # spread the first polls a little so devices of one bus do not all fall due at once
@@ -373,6 +385,7 @@ class ModbusBus:
                 dev.next_due[plan.period] = now + min(0.01 * i, plan.period)
         pending_first = {d for d in self.devices}
         while not self._closed:
+            self.progress()
             # queued commands first: an operator's write must not wait for a poll round
             while not self._jobs.empty():
                 job, fut = self._jobs.get_nowait()
@@ -393,20 +406,19 @@ class ModbusBus:
                         fut.set_result(result)
             if not self._poll_enabled:
                 self._wake.clear()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_IDLE_BEAT):
+                        await self._wake.wait()
                 continue
             if self._closed:
                 break
             due_dev, due_plan, due_at = self._earliest()
             now = loop.time()
-            if due_dev is None or due_plan is None:
+            if due_dev is None or due_plan is None or due_at > now:
                 self._wake.clear()
-                await self._wake.wait()
-                continue
-            if due_at > now:
-                self._wake.clear()
+                # idle: wake at least every _IDLE_BEAT to show the task is alive
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(due_at - now):
+                    async with asyncio.timeout(min(due_at - now, _IDLE_BEAT)):
                         await self._wake.wait()
                 continue
             try:
@@ -445,8 +457,7 @@ class ModbusBus:
         if self._client is not None:
             self._client.close()
         self.state = ConnState.DISCONNECTED
-        delay = self._reconnect_delay * (0.5 + random.random())
-        self._reconnect_delay = min(self._reconnect_delay * 2, self.settings.reconnect_cap)
+        delay = self._reconnect.next()
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
@@ -542,7 +553,7 @@ class ModbusBus:
         period = min(p.period for p in dev.plans)
         delay = max(period * 2 ** (dev.failures - 1), cost / self.settings.probe_budget)
         delay = min(delay, self.settings.backoff_cap)
-        delay *= 0.8 + 0.4 * random.random()
+        delay = jittered(delay, 0.2)
         dev.backoff_until = asyncio.get_running_loop().time() + delay
         if dev.health is not Health.OFFLINE:
             dev.health = Health.OFFLINE

@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -49,6 +48,7 @@ from typing import Any, Self
 
 import serial
 
+from drivers.backoff import Backoff
 from drivers.sample import Quality, Sample
 from drivers.serial.framers import (
     LINE_MAX,
@@ -343,7 +343,7 @@ class SerialReader:
             raise RuntimeError(f"{self!r} is already running or closed")
         self._running = True
         s = self.settings
-        delay = s.reconnect_min
+        backoff = Backoff(first=s.reconnect_min, cap=max(s.reconnect_min, s.reconnect_max))
         try:
             while True:
                 try:
@@ -363,11 +363,10 @@ class SerialReader:
                     self._handle(self._framer.flush(), live=False)
                     self._set_state(LinkState.UNAVAILABLE, reason)
                     if self._good_since_open:
-                        delay = s.reconnect_min
-                # Jitter in [delay/2, delay]: readers on one hub that died together do not
-                # hammer it in step when it comes back.
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, s.reconnect_max)
+                        backoff.reset()
+                # jittered: readers on one hub that died together do not hammer it in step
+                # when it comes back
+                await asyncio.sleep(backoff.next())
         finally:
             self._running = False
             self._set_state(LinkState.CLOSED, "stopped")

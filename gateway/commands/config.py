@@ -79,6 +79,8 @@ class CommandsCfg(_Model):
     rate_limit: RateLimitCfg = RateLimitCfg()
     remember_ids: int = Field(default=5000, ge=1, le=1_000_000)
     allow_set_time: bool = False
+    # commands handled at once; more wait for a free slot (a slow command never blocks another)
+    concurrency: int = Field(default=16, ge=1, le=256)
 
     @model_validator(mode="after")
     def _signing_needed(self) -> CommandsCfg:

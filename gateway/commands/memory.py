@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import StoreError
-from gateway.store import Store
+from gateway.store import KeyValue
 
 __all__ = ["Entry", "IdMemory", "Outcome", "digest_of", "id_key"]
 
@@ -101,7 +101,7 @@ class IdMemory:
     """Remembered ids, oldest first, at most ``capacity`` with responses (see the module
     docstring). ``window_ms`` is the signature window (None: nothing is signed, no guards)."""
 
-    def __init__(self, *, capacity: int, store: Store | None, window_ms: int | None,
+    def __init__(self, *, capacity: int, store: KeyValue | None, window_ms: int | None,
                  wall_ms: Callable[[], int]) -> None:
         self.capacity = capacity
         self.store = store
@@ -175,8 +175,9 @@ class IdMemory:
 
     # ---------------------------------------------------------------------- persistence
     def persist(self, writes: list[Write]) -> None:
-        """Write rows to the store (safe to run in a thread). StoreError is logged, not
-        raised: the memory in RAM stays right, only a restart would forget these ids."""
+        """Write rows to the store (the agent's outbox commits them in the background).
+        StoreError is logged, not raised: the memory in RAM stays right, only a restart would
+        forget these ids."""
         if self.store is None:
             return
         try:
@@ -187,6 +188,15 @@ class IdMemory:
                     self.store.kv_set(key, value)
         except StoreError as err:
             log.error("commands: could not persist the idempotency memory: %s", err)
+
+    def restore(self, saved: Mapping[str, bytes]) -> None:
+        """The store's rows arrived after commands already ran: load them only if nothing
+        was remembered meanwhile (merging two rings could misorder them)."""
+        if self._entries or self._guards:
+            log.warning("commands: the idempotency memory was read late, after commands "
+                        "had run; ids from before this start are not remembered")
+            return
+        self.load()
 
     def load(self) -> None:
         """Read the memory back from the store (at start). Unreadable rows are skipped."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import secrets
 import socket
 import ssl
@@ -22,6 +21,7 @@ from urllib.parse import urlparse
 
 import aiomqtt
 
+from drivers.backoff import jittered
 from gateway.codec import CommandRequest, Encoding, Topics, encode_request
 from gateway.platform.decoder import Decoder, subscriptions
 
@@ -97,7 +97,7 @@ async def listen_sized(broker: Broker, *, prefix: str = "city/v1",
             if not reconnect:
                 raise
             log.warning("listen: %s; reconnecting", err)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            await asyncio.sleep(jittered(delay))
             delay = min(delay * 2, 10.0)
 
 

@@ -34,6 +34,15 @@ class Counters:
         return {name: {"burning_s": c.burning_s, "energy_wh": c.energy_wh}
                 for name, c in sorted(self.groups.items())}
 
+    def plus(self, other: Counters) -> Counters:
+        """Both counts added group by group (saved totals and what was counted since)."""
+        groups = dict(self.groups)
+        for name, c in other.groups.items():
+            mine = groups.get(name, GroupCounters())
+            groups[name] = GroupCounters(burning_s=mine.burning_s + c.burning_s,
+                                         energy_wh=mine.energy_wh + c.energy_wh)
+        return Counters(groups=groups)
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Counters:
         """The inverse of :meth:`to_json`; raises ValueError on malformed data."""
