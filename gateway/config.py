@@ -258,6 +258,11 @@ class ServiceCfg(_Model):
     health_interval: float = Field(default=60.0, gt=0, le=3600)   # `gateway` device telemetry
     status_interval: float = Field(default=5.0, gt=0, le=600)     # systemd STATUS= refresh
     connect_jitter: float = Field(default=10.0, ge=0, le=600)     # first MQTT connect, s
+    # a critical component (lighting, store, pipeline, publisher, link) that fails more than
+    # restart_limit times within restart_window seconds stops the agent (exit 1): systemd
+    # starts a fresh one
+    restart_limit: int = Field(default=5, ge=0, le=1000)
+    restart_window: float = Field(default=300.0, gt=0, le=86400)
 
 
 class Config(_Model):

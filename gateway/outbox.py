@@ -76,6 +76,7 @@ Loaded = Callable[[Mapping[str, bytes]], None]
 
 _MAX_JOB_RECORDS = 512           # records committed per transaction
 _PRESENCE_EVERY = 5.0            # seconds between checks that the store file is still there
+_RETRY_CAP = 10.0                # seconds between attempts at most while the store fails
 _DROP_REPORT_EVERY = 60.0        # while a fault lasts, losses are announced this often
 _LEGACY_RULES = "rules.json"     # remote lighting rules before they moved into the store
 LIGHTING_RULES_KEY = "lighting.rules"
@@ -371,7 +372,7 @@ class Outbox:
         """Open the store, then commit what comes, until cancelled; retried with backoff
         while the store fails."""
         self._worker.start()
-        backoff = Backoff(first=0.5, cap=30.0)
+        backoff = Backoff(first=0.5, cap=_RETRY_CAP)
         next_presence = self._mono() + _PRESENCE_EVERY
         while True:
             self._progress()
@@ -546,7 +547,9 @@ class Outbox:
             for h in (*events, *batches):
                 h.handed = False
             self._set_fault(err)
-            if err.fault is StoreFault.UNAVAILABLE or err.fault is StoreFault.MISSING:
+            if err.fault is StoreFault.CORRUPT:
+                await self._replace_store(str(err))
+            elif err.fault is StoreFault.UNAVAILABLE or err.fault is StoreFault.MISSING:
                 await self._close_store()
             return False
         for h, row in zip(events, res.event_ids, strict=True):
@@ -589,6 +592,39 @@ class Outbox:
             else:
                 self._set_fault(err)
 
+    async def _replace_store(self, reason: str) -> None:
+        """A store found damaged while running: moved aside (evidence kept), a fresh one
+        takes its place at once; its backlog is counted as lost (it stays in the file)."""
+        lost = self.counts
+
+        def job() -> str:
+            store, self._worker.store = self._worker.store, None
+            if store is not None:
+                store.abandon()
+            aside = move_aside(self.path, "corrupt")
+            self._worker.store = Store(self.path, max_mb=self.cfg.max_mb,
+                                       durability=Durability(self.cfg.synchronous))
+            return str(aside)
+
+        try:
+            aside = await self._outcome(self._worker.submit("replace", job), "replace")
+        except (StoreError, OSError) as err:
+            log.error("store %s: damaged and cannot be replaced: %s", self.path, err)
+            await self._close_store()
+            return
+        self.episode.points += lost.points
+        self.dropped.points += lost.points
+        self.episode.events += lost.events
+        self.dropped.events += lost.events
+        self.counts = StoreCounts(0, 0, 0, 0, 0)
+        for key, value in self._kv.items():    # the new store gets what we hold
+            self._kv_dirty.setdefault(key, value)
+        log.error("store %s: %s; moved aside to %s, a new store took its place", self.path,
+                  reason, aside)
+        self.emit(EventType.STORE_REPLACED, None, {
+            "path": str(self.path), "moved_to": aside, "reason": reason[:300],
+            "lost_points": lost.points, "lost_events": lost.events})
+
     async def _close_store(self) -> None:
         def job() -> None:
             store, self._worker.store = self._worker.store, None
@@ -613,8 +649,8 @@ class Outbox:
             self._episode_reported = Losses()
             self._kept_in_fault = self._held_points
             self._sent_from_memory = 0
-        log.error("store %s: %s (%s); keeping up to %d points and %d events in memory",
-                  self.path, err, fault.value, self.cfg.buffer_points, self.cfg.buffer_events)
+        log.error("%s (%s); keeping up to %d points and %d events in memory", err,
+                  fault.value, self.cfg.buffer_points, self.cfg.buffer_events)
         self.emit(EventType.STORE_FAULT, None, {
             "fault": fault.value, "error": str(err)[:500], "path": str(self.path),
             "buffer_points": self.cfg.buffer_points, "buffer_events": self.cfg.buffer_events,

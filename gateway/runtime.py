@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,6 +61,7 @@ EventListener = Callable[[Emitted], None]
 LIGHTING_STALL = 30.0
 PUBLISHER_STALL = 60.0
 _SETTLE_MAX = 2.0             # seconds the lighting waits at most for the saved state
+FAULT_INJECT_ENV = "EDGEGW_FAULT_INJECT"
 
 
 class Agent:
@@ -128,6 +130,8 @@ class Agent:
     async def _start(self) -> None:
         cfg = self.config
         sup = self.supervisor = Supervisor(on_failure=self._component_failed,
+                                           max_failures=cfg.service.restart_limit,
+                                           window=cfg.service.restart_window,
                                            wall_clock=self.wall)
         outbox = self.outbox
         if outbox is not None:
@@ -154,6 +158,14 @@ class Agent:
         if outbox is not None:
             self._start_uplink(outbox)
         self._start_service()
+        # test-only seam: crash the named components at every step (the supervision tests
+        # run the real process); never set in production
+        for name in filter(None, os.environ.get(FAULT_INJECT_ENV, "").split(",")):
+            if name in sup.components:
+                log.warning("%s: injecting a fault into %s at every step", FAULT_INJECT_ENV,
+                            name)
+                sup.components[name].inject(RuntimeError(f"injected by {FAULT_INJECT_ENV}"),
+                                            always=True)
 
     def _progress(self, comp: Component, part: Any) -> None:
         part.set_progress(comp.beat)

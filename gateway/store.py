@@ -229,6 +229,17 @@ class KeyValue(Protocol):
     def kv_delete(self, key: str) -> None: ...
 
 
+def _read_only(path: Path) -> bool:
+    """Whether the store's file or directory cannot be written (a read-only mount, even for
+    root; or permissions)."""
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return True
+        return not os.access(path if path.exists() else path.parent, os.W_OK)
+    except OSError:
+        return False
+
+
 def _current_boot_id() -> str | None:
     try:
         return _BOOT_ID.read_text().strip() or None
@@ -278,6 +289,9 @@ class Store:
         except sqlite3.Error as err:
             db.close()
             fault = classify(err)
+            if fault in (StoreFault.UNAVAILABLE, StoreFault.OTHER) and _read_only(self.path):
+                # SQLite says "unable to open" for a WAL store it cannot write beside
+                fault = StoreFault.READ_ONLY
             if fault is StoreFault.CORRUPT:
                 raise StoreError(f"store {self.path}: not a usable SQLite database ({err})",
                                  fault=fault) from err

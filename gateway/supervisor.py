@@ -76,17 +76,22 @@ class Component:
     last_beat: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     _inject: BaseException | None = None
+    _inject_always: bool = False
 
     def beat(self) -> None:
         """Progress: called by the component from its own loop."""
         self.last_beat = time.monotonic()
         if self._inject is not None:
-            exc, self._inject = self._inject, None
+            exc = self._inject
+            if self._inject_always:
+                raise type(exc)(*exc.args)
+            self._inject = None
             raise exc
 
-    def inject(self, exc: BaseException) -> None:
-        """Test seam: the component's next ``beat()`` raises ``exc``."""
-        self._inject = exc
+    def inject(self, exc: BaseException, *, always: bool = False) -> None:
+        """Test seam: the component's next ``beat()`` raises ``exc`` (every beat from now
+        on with ``always``)."""
+        self._inject, self._inject_always = exc, always
 
     def stalled(self, now: float | None = None) -> bool:
         if self.stall_after is None or self.state is not ComponentState.RUNNING:

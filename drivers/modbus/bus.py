@@ -1,7 +1,9 @@
 """One Modbus bus (an RS-485 line or a Modbus TCP endpoint), owned by one task.
 
 The task serialises every transaction on the bus (RS-485 is half-duplex with one master), polls
-each device by its plans, and serves queued reads and writes in between polls, ahead of them.
+each device by its plans, and serves queued reads and writes in between polls, ahead of them;
+queued writes (a lamp's new level) go before queued reads, so an operator's reads of a silent
+unit never hold up the lamps.
 A device that stops answering is backed off exponentially (capped), so the others keep their
 poll rate; its going offline and coming back are reported once each.
 
@@ -17,6 +19,7 @@ import contextlib
 import logging
 import termios
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
@@ -42,6 +45,7 @@ EXCEPTION_NAMES = {
 
 
 _IDLE_BEAT = 5.0            # seconds: an idle bus task still shows it is alive this often
+_Job = tuple[Callable[[], Any], "asyncio.Future[Any]"]
 
 
 class BusKind(StrEnum):
@@ -152,8 +156,9 @@ class ModbusBus:
         self.stats = BusStats()
         self.state = ConnState.DISCONNECTED
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
-        self._jobs: asyncio.Queue[tuple[Callable[[], Any], asyncio.Future[Any]]] = (
-            asyncio.Queue())
+        # queued jobs: writes (lamps, operators) go before reads, each in arrival order
+        self._writes: deque[_Job] = deque()
+        self._reads: deque[_Job] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()     # one transaction at a time, whoever calls
@@ -180,8 +185,8 @@ class ModbusBus:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        while not self._jobs.empty():
-            _, fut = self._jobs.get_nowait()
+        while self._writes or self._reads:
+            _, fut = (self._writes or self._reads).popleft()
             if not fut.done():
                 fut.set_exception(BusError(f"modbus {self.settings.name}: bus closed"))
         if self._client is not None:
@@ -210,7 +215,7 @@ class ModbusBus:
             regs = await self._read(dev, req)
             return Sample(device, point, self._now_ms(), decode(spec, regs))
 
-        result: Sample = await self._submit(job)
+        result: Sample = await self._submit(job, write=False)
         return result
 
     async def write_point(self, device: str, point: str, value: Value) -> None:
@@ -224,7 +229,7 @@ class ModbusBus:
         async def job() -> None:
             await self._write(dev, spec, regs)
 
-        await self._submit(job)
+        await self._submit(job, write=True)
 
     def health(self, device: str) -> Health:
         return self.devices[device].health
@@ -233,11 +238,11 @@ class ModbusBus:
     def _now_ms(self) -> int:
         return int(self._wall() * 1000)
 
-    async def _submit(self, job: Callable[[], Any]) -> Any:
+    async def _submit(self, job: Callable[[], Any], *, write: bool) -> Any:
         if self._closed:
             raise BusError(f"modbus {self.settings.name}: bus closed")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._jobs.put((job, fut))
+        (self._writes if write else self._reads).append((job, fut))
         self._wake.set()
         return await fut
 
@@ -387,8 +392,8 @@ class ModbusBus:
         while not self._closed:
             self.progress()
             # queued commands first: an operator's write must not wait for a poll round
-            while not self._jobs.empty():
-                job, fut = self._jobs.get_nowait()
+            while self._writes or self._reads:
+                job, fut = (self._writes or self._reads).popleft()
                 if fut.done():
                     continue
                 # the caller may give up (be cancelled) while its job runs: its future is then
