@@ -447,10 +447,12 @@ class Outbox:
             if not self.ready.is_set():
                 if res.identity is not None:
                     # a store we can read but not write: carry on its numbering, with a margin
-                    # for what its WAL may hold, and keep it for when it can be written
+                    # for what its WAL may hold, keep it for when it can be written, and take
+                    # the state it saved (overrides, rules)
                     self._adopt(res.identity.catalogue, res.identity.next_seq + SEQ_GUARD)
-                    log.warning("store %s: read-only; kept as it is (%d points of backlog), "
-                                "running on memory", self.path, res.identity.points)
+                    self._load_saved(res.identity.kv)
+                    log.warning("store %s: cannot be written; kept as it is (%d points of "
+                                "backlog), running on memory", self.path, res.identity.points)
                 else:
                     self._adopt(None, 1)
             self._set_fault(res.error)
@@ -465,11 +467,7 @@ class Outbox:
                 "reason": res.aside_reason})
         elif res.created:
             self.emit(EventType.STORE_CREATED, None, {"path": str(self.path)})
-        if not self.loaded.is_set():
-            for key, value in res.kv.items():     # what changed since start wins
-                if key not in self._kv_dirty:
-                    self._kv[key] = value
-        else:                                     # a new store: write back what we hold
+        if self.loaded.is_set():                  # a new or reopened store: write back
             for key, value in self._kv.items():
                 if res.kv.get(key) != value:
                     self._kv_dirty[key] = value
@@ -479,21 +477,30 @@ class Outbox:
             self._next_seq = max(self._next_seq, res.next_seq)
             if self.catalogue is not None and CATALOGUE_KEY not in self._kv_dirty:
                 self.set_catalogue(self.catalogue)
-        if not self.loaded.is_set():
-            self.loaded.set()
-            saved = dict(self._kv)
-            for cb in self._loaded_cbs:
-                try:
-                    cb(saved)
-                except Exception:
-                    log.exception("restoring saved state failed")
-            self._loaded_cbs.clear()
+        self._load_saved(res.kv)
         if self.state is StoreState.FAULT:
             self._recovered()
         elif self.state is StoreState.OPENING:
             self.state = StoreState.OK
         self.changed.set()
         return True
+
+    def _load_saved(self, kv: Mapping[str, bytes]) -> None:
+        """The first saved state read: into the cache (what changed since start wins), and
+        to whoever asked for it."""
+        if self.loaded.is_set():
+            return
+        for key, value in kv.items():
+            if key not in self._kv_dirty:
+                self._kv[key] = value
+        self.loaded.set()
+        saved = dict(self._kv)
+        for cb in self._loaded_cbs:
+            try:
+                cb(saved)
+            except Exception:
+                log.exception("restoring saved state failed")
+        self._loaded_cbs.clear()
 
     def _open_job(self, expected_epoch: int | None) -> _OpenResult:
         """In the store thread."""

@@ -99,6 +99,7 @@ class SystemdNotifier:
         self._failed_once = False
         self.pets = 0                   # watchdog datagrams sent (for tests and the status)
         self.withheld = 0               # pets skipped because alive() said no
+        self.withheld_now = False
 
     @property
     def enabled(self) -> bool:
@@ -207,11 +208,16 @@ class SystemdNotifier:
         period = self.watchdog_timeout / 2
         while True:
             if self.alive is None or self.alive():
+                if self.withheld_now:
+                    log.warning("watchdog: the agent makes progress again; petting")
+                    self.withheld_now = False
                 self.watchdog()
             else:
                 self.withheld += 1
-                log.error("watchdog: the liveness check failed; not petting (systemd restarts "
-                          "the agent after %.0f s)", self.watchdog_timeout)
+                if not self.withheld_now:
+                    self.withheld_now = True
+                    log.error("watchdog: the liveness check failed; not petting (systemd "
+                              "restarts the agent after %g s)", self.watchdog_timeout)
             # sleeping on the loop is the point: a blocked loop never comes back here
             await asyncio.sleep(period)
 

@@ -790,6 +790,7 @@ class Identity:
     catalogue: Catalogue | None
     next_seq: int
     points: int
+    kv: dict[str, bytes] = field(default_factory=dict)      # the saved state
 
 
 def read_identity(path: str | Path) -> Identity:
@@ -806,9 +807,11 @@ def read_identity(path: str | Path) -> Identity:
         row = db.execute("SELECT value FROM counters WHERE name='next_seq'").fetchone()
         cat = db.execute("SELECT value FROM kv WHERE key=?", (_CATALOGUE_KEY,)).fetchone()
         points = db.execute("SELECT COALESCE(SUM(n_points), 0) FROM telemetry").fetchone()
+        kv = {str(k): bytes(v) for k, v in db.execute(
+            "SELECT key, value FROM kv WHERE key NOT LIKE '\\_store.%' ESCAPE '\\'")}
     except sqlite3.Error as err:
         raise StoreError(f"store {p}: cannot read: {err}", fault=classify(err)) from err
     finally:
         db.close()
     return Identity(catalogue=parse_catalogue(bytes(cat[0]) if cat else None, p),
-                    next_seq=int(row[0]) if row else 1, points=int(points[0]))
+                    next_seq=int(row[0]) if row else 1, points=int(points[0]), kv=kv)

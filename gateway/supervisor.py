@@ -210,7 +210,7 @@ class Supervisor:
             task.cancel()
             done, _ = await asyncio.wait({task}, timeout=within)
             if not done:
-                log.warning("%s did not stop within %.0f s; leaving it", name, within)
+                log.warning("%s did not stop within %g s; leaving it", name, within)
                 return
         with contextlib.suppress(asyncio.CancelledError):
             exc = task.exception()

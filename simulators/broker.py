@@ -52,7 +52,8 @@ class MosquittoBroker:
     """Mosquitto as a child process; `async with MosquittoBroker(workdir) as b: b.url`."""
 
     def __init__(self, workdir: str | Path | None = None, *, port: int | None = None,
-                 persistence: bool = False, tls: BrokerTls | None = None) -> None:
+                 persistence: bool = False, tls: BrokerTls | None = None,
+                 anonymous: bool = True) -> None:
         exe = find_mosquitto()
         if exe is None:
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
@@ -66,6 +67,7 @@ class MosquittoBroker:
         self.port = port or 0
         self.persistence = persistence
         self.tls = tls
+        self.anonymous = anonymous      # False: every client without an account is refused
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "mosquitto.log"
 
@@ -81,7 +83,7 @@ class MosquittoBroker:
         lines = [
             "per_listener_settings false",
             f"persistence {'true' if self.persistence else 'false'}",
-            "allow_anonymous true",
+            f"allow_anonymous {'true' if self.anonymous else 'false'}",
             "log_dest stderr",
             "log_type error",
             "log_type warning",

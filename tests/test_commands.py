@@ -2,8 +2,10 @@
 
 The dispatcher's real input is bytes from the broker; its other side is the agent, stood in for
 here by :class:`FakeAgent`, a small model of the agent's command surface (overrides per group,
-rules with a version, points with writability) that records what it was asked to do. Persistence
-goes through a real SQLite store. End-to-end runs through Mosquitto live with the agent's tests.
+rules with a version, points with writability) that records what it was asked to do.
+tests/test_agent_commands.py runs the model and the real agent side by side so that the model's
+answers and errors cannot drift from the real ones. Persistence goes through a real SQLite
+store. End-to-end runs through Mosquitto live with the agent's tests.
 """
 
 from __future__ import annotations

@@ -433,16 +433,49 @@ def test_scripts_refuse_the_real_root_as_destdir(tmp_path: Path, script: str) ->
     user = {"user": 65534, "group": 65534, "extra_groups": []} if os.geteuid() == 0 else {}
     base = Path(tempfile.mkdtemp(prefix="egw-"))       # reachable by that user, unlike tmp_path
     base.chmod(0o755)
+    # the scripts run from a readable copy: the checkout may sit in a directory that user
+    # cannot enter (a 0700 mktemp -d, root's home)
+    scripts = base / "deploy"
+    shutil.copytree(DEPLOY, scripts)
+    for f in (scripts, *scripts.iterdir()):
+        f.chmod(0o755 if f.is_dir() else 0o644)
     link = base / "looks-like-a-scratch-root"
     link.symlink_to("/")
     request_cleanup = [base]
     for destdir in ("/", "//", str(link)):
         env = {"PATH": os.environ["PATH"], "DESTDIR": destdir, "NO_SYSTEMD": "1",
                "EDGEGW_NO_USER": "1", "PYTHON": "/bin/false"}
-        out = subprocess.run(["bash", str(DEPLOY / script), "--no-systemctl"], env=env,
+        out = subprocess.run(["bash", str(scripts / script), "--no-systemctl"], env=env,
                              capture_output=True, text=True, timeout=30, cwd="/",
                              **user)  # type: ignore[call-overload]
         assert out.returncode == 2, (destdir, out.stdout, out.stderr)
         assert "is the real root" in out.stderr
     for d in request_cleanup:
         shutil.rmtree(d)
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
+                    reason="needs git and a git checkout to clone")
+def test_the_deploy_tests_pass_from_a_clone_in_a_private_directory() -> None:
+    """A newcomer's clone under a 0700 directory (mktemp -d, root's home) passes too."""
+    private = Path(tempfile.mkdtemp(prefix="egw-private-"))    # mode 0700
+    try:
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700
+        clone = private / "p"
+        subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(clone)],
+                       check=True, capture_output=True, timeout=120)
+        # the working tree as it is now (uncommitted changes too): the test is of this tree
+        for rel in ("tests/test_deploy.py", "tests/conftest.py", "deploy"):
+            src, dst = ROOT / rel, clone / rel
+            if src.is_dir():
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(src, dst)
+            else:
+                shutil.copy2(src, dst)
+        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                              "tests/test_deploy.py", "-k", "refuse_the_real_root"],
+                             cwd=clone, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+        assert "4 passed" in out.stdout
+    finally:
+        shutil.rmtree(private, ignore_errors=True)

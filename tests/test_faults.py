@@ -277,6 +277,9 @@ async def test_a_read_only_store_is_kept_and_the_gateway_runs_on_memory(
             await broker.stop()                              # a backlog builds up first
             async with Agent(cfg) as agent:
                 assert agent.pipeline is not None
+                agent.commands.set_override(group="main-street", level=90, duration_s=None,
+                                            priority=50, source="platform")
+                await until(lambda: lamp(sim) == 90)
                 await until(lambda: agent.outbox is not None
                             and agent.outbox.counts.batches >= 5)
             with Store(path) as store:
@@ -288,7 +291,8 @@ async def test_a_read_only_store_is_kept_and_the_gateway_runs_on_memory(
                 await broker.start()
                 async with Platform(broker.url, client_id="p-ro") as platform, \
                         Agent(cfg) as agent:
-                    await until(lambda: lamp(sim) == 60)
+                    # the override saved before still holds: the state is read, not written
+                    await until(lambda: lamp(sim) == 90)
                     await platform.until(lambda: bool(events(platform, "store_fault")))
                     assert events(platform, "store_fault")[0]["detail"]["fault"] == "read_only"
                     assert not events(platform, "store_replaced")   # not taken for corrupt
