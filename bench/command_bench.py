@@ -1,7 +1,7 @@
 """Command bench: what a command costs, from the dispatcher alone to a lamp changing level.
 
-Run: ``.venv/bin/python bench/command_bench.py [--only 1,2] [--json]`` (about 20 s).
-Four parts, all in one run:
+Run: ``.venv/bin/python bench/command_bench.py [--only 1,2] [--json]`` (about 40 s).
+Five parts, all in one run:
 
 1. in process: :meth:`Dispatcher.handle` latency per kind of request, with the idempotency
    memory in a real store (``synchronous: full``, as on a gateway): a read, a state change
@@ -30,6 +30,10 @@ Four parts, all in one run:
    outputs one after the other). With the persistent platform the run also stamps the agent's
    side (request received, lighting step started, lamp-1 write issued, dispatcher done) to show
    where the time goes.
+
+5. beside a silent device: lamp-2 never answers and four ``read_point`` requests for it are
+   always outstanding (each waits out the bus's timeout); the latency of ``ping``,
+   ``get_state`` and ``set_override`` from a second platform connection meanwhile.
 
 The agent, the simulated devices and the platform clients share one event loop (Mosquitto is
 its own process), so parts 3 and 4 are pessimistic: on a gateway the platform is elsewhere and
@@ -288,8 +292,9 @@ class PersistentPlatform:
     """A platform service: one connection, subscribed to ``cmd/res`` once, responses matched to
     requests by id as they arrive (stamped on arrival)."""
 
-    def __init__(self, url: str) -> None:
-        self.client = PlatformBroker(url).client(identifier="bench-platform-persistent")
+    def __init__(self, url: str, *, name: str = "bench-platform-persistent") -> None:
+        self.client = PlatformBroker(url).client(identifier=name)
+        self.name = name            # request ids are unique per platform (both see cmd/res)
         self.topics = Topics(PREFIX, GW)
         self._waiting: dict[str, asyncio.Future[tuple[float, dict[str, Any]]]] = {}
         self._ids = itertools.count()
@@ -321,7 +326,7 @@ class PersistentPlatform:
 
     async def call(self, cmd: str, args: dict[str, Any]) -> tuple[float, float,
                                                                     dict[str, Any] | None]:
-        rid = f"p-{next(self._ids)}"
+        rid = f"{self.name}-{next(self._ids)}"
         fut: asyncio.Future[tuple[float, dict[str, Any]]] = (
             asyncio.get_running_loop().create_future())
         self._waiting[rid] = fut
@@ -498,6 +503,55 @@ async def with_agent(n: int, cli_n: int, poll: float, workdir: Path) -> dict[str
                 "commands": agent.dispatcher.stats.as_dict() if agent.dispatcher else None}
 
 
+# =================================================== part 5: beside a silent device
+async def beside_silent(n: int, poll: float, workdir: Path) -> dict[str, Any]:
+    """The agent with lamp-2 silent (it never answers) while a second platform keeps four
+    ``read_point`` requests for it outstanding at all times: each waits out the bus's timeout.
+    The latency of ``ping``, ``get_state`` and ``set_override`` meanwhile (issue: commands run
+    concurrently; with one device silent they are answered within 50 ms)."""
+    from simulators.devices import Fault
+
+    async with contextlib.AsyncExitStack() as stack:
+        broker = await stack.enter_async_context(MosquittoBroker(workdir / "broker-silent"))
+        sim = await stack.enter_async_context(open_spec(SPEC, ephemeral=True))
+        sim.devices[LAMPS[1]].fault = Fault.silent()
+        (workdir / "silent").mkdir()
+        agent = await stack.enter_async_context(
+            Agent(agent_config(sim, broker.url, workdir / "silent", poll)))
+        assert agent.link is not None
+        await asyncio.wait_for(agent.link.connected.wait(), 10)
+        reads_done = 0
+        stop = asyncio.Event()
+
+        async def keep_reading(plat: PersistentPlatform) -> None:
+            nonlocal reads_done
+            while not stop.is_set():
+                await plat.call("read_point", {"device": LAMPS[1], "point": "dim_level"})
+                reads_done += 1
+
+        out: dict[str, dict[str, float]] = {}
+        async with PersistentPlatform(broker.url) as reader, \
+                PersistentPlatform(broker.url, name="bench-platform-fast") as plat:
+            readers = [asyncio.create_task(keep_reading(reader)) for _ in range(4)]
+            await asyncio.sleep(1.0)                     # the reads are stuck on the bus
+            level = 100.0
+            for cmd in ("ping", "get_state", "set_override"):
+                took = []
+                for _ in range(n):
+                    args = {**OVERRIDE, "level": level} if cmd == "set_override" else {}
+                    level = 30.0 if level == 100 else 100.0
+                    t0, t1, answer = await plat.call(cmd, args)
+                    if answer is not None and answer.get("ok"):
+                        took.append(t1 - t0)
+                    await asyncio.sleep(0.01)
+                out[cmd] = stats(took)
+            stop.set()
+            for t in readers:
+                t.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+        return {"latency": out, "silent_reads_answered": reads_done}
+
+
 # ================================================================================ the run
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     parts = {int(p) for p in args.only.split(",")}
@@ -513,6 +567,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             out["round_trip_nagle"] = await round_trip(20, work, nodelay=False)
         if parts & {3, 4} and have_broker:
             out["agent"] = await with_agent(args.agent_n, args.cli_n, args.poll, work)
+        if 5 in parts and have_broker:
+            out["silent"] = await beside_silent(max(20, args.agent_n // 4), args.poll, work)
     return out
 
 
@@ -543,6 +599,13 @@ def report(result: dict[str, Any]) -> None:
         print(f"\n2. broker round trip, stand-in gateway (set_override){HEAD}")
         print(row("TCP_NODELAY (broker and clients)", result["round_trip_nodelay"]))
         print(row("Nagle (Mosquitto and paho defaults)", result["round_trip_nagle"]))
+    silent = result.get("silent")
+    if silent is not None:
+        print(f"\n5. beside a silent device (4 reads of it always waiting) {HEAD}")
+        for cmd, r in silent["latency"].items():
+            print(row("  " + cmd, r) + f"  {verdict(r['p99_ms'])}")
+        print(f"  (the silent device's reads answered meanwhile: "
+              f"{silent['silent_reads_answered']}, each after the bus's timeout)")
     agent = result.get("agent")
     if agent is None:
         return
@@ -587,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="`edgegw platform send ping` processes (0: none)")
     ap.add_argument("--poll", type=float, default=1.0,
                     help="the agent's poll period of every simulated device, s")
-    ap.add_argument("--only", default="1,2,3,4", help="parts to run, e.g. 3,4")
+    ap.add_argument("--only", default="1,2,3,4,5", help="parts to run, e.g. 3,4")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("-v", "--verbose", action="store_true", help="the agent's log (INFO)")
     args = ap.parse_args(argv)

@@ -27,7 +27,7 @@ from drivers.modbus.planner import DEFAULT_MAX_GAP, PlanError, plan_device
 from drivers.modbus.registers import DataType, Order, PointSpec, Table
 from gateway.commands.config import CommandsCfg
 from gateway.errors import ConfigError
-from policies.common import check_timezone
+from policies.common import check_timezone, describe_error
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -346,34 +346,6 @@ def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     ))
 
 
-def _describe(err: dict[str, Any]) -> str:
-    typ = err.get("type", "")
-    inp = err.get("input")
-    ctx = err.get("ctx") or {}
-    if typ == "enum":
-        expected = str(ctx.get("expected", "")).replace("'", "")
-        expected = re.sub(r"\s+or\s+", ", ", expected)
-        return f"{inp!r} is not one of {expected}"
-    if typ == "literal_error":
-        expected = str(ctx.get("expected", "")).replace(" or ", ", ")
-        return f"{inp!r} is not one of {expected}"
-    if typ == "extra_forbidden":
-        return "unknown key (check its spelling against docs/configuration.md)"
-    if typ == "missing":
-        return "required key is missing"
-    if typ == "union_tag_invalid":
-        return f"type {ctx.get('tag')!r} is not one of {ctx.get('expected_tags')}"
-    if typ == "union_tag_not_found":
-        return "`type:` is missing (one of modbus-rtu, modbus-tcp, serial)"
-    if typ == "string_pattern_mismatch":
-        return f"{inp!r} has an invalid form (expected to match {ctx.get('pattern')})"
-    msg = str(err.get("msg", "invalid"))
-    msg = msg.removeprefix("Value error, ")
-    if inp is not None and not isinstance(inp, (dict, list)) and typ not in ("value_error",):
-        return f"{msg} (got {inp!r})"
-    return msg
-
-
 class _Lines:
     """Field path -> line number, from YAML's node tree."""
 
@@ -472,7 +444,8 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     except ValidationError as err:
         for e in err.errors():
             loc = _clean_loc(tuple(e["loc"]))
-            problems.append((at(loc), _describe(dict(e))))
+            problems.append((at(loc), describe_error(e, doc="docs/configuration.md",
+                                                     name_form=None)))
         raise ConfigError(source, problems) from None
     if base_dir is not None and cfg.commands.signing is not None:
         cfg = cfg.model_copy(update={"commands": cfg.commands.model_copy(

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from gateway.codec import CommandRequest, Encoding
+from gateway.codec import CommandRequest, DecodeError, Encoding, load_any
 from gateway.errors import ConfigError, GatewayError
 from gateway.files import write_atomic
 
@@ -428,11 +428,8 @@ def _signed_bytes(signed: object) -> bytes:
 
 def _parse_body(message: bytes, *, text: bool) -> dict[str, Any]:
     try:
-        if text or message.lstrip()[:1] == b"{":
-            obj = json.loads(message.decode("utf-8"))
-        else:
-            obj = msgpack.unpackb(message, raw=False, strict_map_key=True)
-    except Exception:  # json and msgpack raise many types for bad input; all mean the same
+        obj, _ = load_any(message, encoding=Encoding.JSON if text else None)
+    except DecodeError:
         raise EnvelopeError("signed: the body is not valid JSON or msgpack") from None
     if not isinstance(obj, dict):
         raise EnvelopeError("signed: the body must be an object {id, cmd, args, ts, to}")

@@ -1,8 +1,47 @@
-"""Small helpers shared by the lighting and the alert rules (policies imports nothing of ours)."""
+"""Small helpers shared by the lighting and the alert rules, and by the agent's config (policies
+imports nothing of ours, so the agent may use these)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
+
+NAME_FORM = "a valid name (letters, digits, `-`, `_`, `.`)"
+
+
+def describe_error(err: Mapping[str, Any], *, doc: str, tag: str = "type",
+                   kinds: str | None = None, name_form: str | None = NAME_FORM) -> str:
+    """One pydantic error as a person reads it: what is wrong with the value, and the fix.
+    ``doc`` is where the keys are documented; ``tag`` and ``kinds`` name a union's tag key and
+    its choices; ``name_form`` describes what a pattern-checked string must look like (None:
+    show the pattern)."""
+    typ = str(err.get("type", ""))
+    inp = err.get("input")
+    ctx = err.get("ctx") or {}
+    if typ in ("enum", "literal_error"):
+        expected = re.sub(r"\s+or\s+", ", ", str(ctx.get("expected", "")).replace("'", ""))
+        return f"{inp!r} is not one of {expected}"
+    if typ == "extra_forbidden":
+        return f"unknown key (check its spelling against {doc})"
+    if typ == "missing":
+        return "required key is missing"
+    if typ == "union_tag_invalid":
+        choices = kinds or str(ctx.get("expected_tags", "")).replace("'", "")
+        return f"{tag} {ctx.get('tag')!r} is not one of {choices}"
+    if typ == "union_tag_not_found":
+        choices = kinds or str(ctx.get("expected_tags", "")).replace("'", "")
+        return f"`{tag}:` is missing (one of {choices})"
+    if typ == "string_pattern_mismatch":
+        if name_form is not None:
+            return f"{inp!r} is not {name_form}"
+        return f"{inp!r} has an invalid form (expected to match {ctx.get('pattern')})"
+    if typ == "model_type" and isinstance(inp, list):
+        return "expected a mapping (key: value), got a list"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if typ == "value_error" or inp is None or isinstance(inp, (dict, list)):
+        return msg
+    return f"{msg} (got {inp!r})"
 
 
 def format_path(loc: tuple[int | str, ...]) -> str:

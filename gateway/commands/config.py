@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from gateway.errors import ConfigError
 from gateway.signing import SigningScheme, Verifier, load_verifier
+from policies.common import describe_error
 
 __all__ = ["CommandsCfg", "RateLimitCfg", "SigningCfg", "parse_commands"]
 
@@ -99,8 +100,7 @@ def parse_commands(raw: Mapping[str, Any] | None, *, source: str = "<config>",
         problems = []
         for e in err.errors():
             loc = ".".join(str(p) for p in ("commands", *e["loc"]))
-            msg = e["msg"].removeprefix("Value error, ")
-            problems.append((loc, msg))
+            problems.append((loc, describe_error(e, doc="docs/security.md")))
         raise ConfigError(source, problems) from None
     if cfg.signing is not None and base_dir is not None:
         cfg = cfg.model_copy(update={"signing": cfg.signing.with_base(base_dir)})

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import logging
 import math
 import time
@@ -42,7 +41,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-import msgpack
 from pydantic import BaseModel
 
 from drivers.errors import BadValue, DeviceError, NotFound, Unsupported, WriteRejected
@@ -54,6 +52,7 @@ from gateway.codec import (
     Encoding,
     TopicKind,
     encode_response,
+    load_any,
     parse_topic,
     sniff_encoding,
 )
@@ -564,18 +563,9 @@ _SIGNATURE_CODES: dict[type[SignatureError], ErrorCode] = {
 def _decode(payload: bytes, encoding: Encoding) -> tuple[dict[Any, Any] | None, str | None]:
     """The request object, or None and why it is unusable."""
     try:
-        if encoding is Encoding.JSON:
-            obj = json.loads(bytes(payload).decode("utf-8"))
-        else:
-            obj = msgpack.unpackb(bytes(payload), raw=False, strict_map_key=True)
-    except UnicodeDecodeError:
-        return None, "not UTF-8 JSON text"
-    except (ValueError, RecursionError) as err:
-        if encoding is Encoding.JSON:
-            return None, f"not valid JSON ({_text(str(err), 200)})"
-        return None, "neither JSON (starting with '{') nor valid msgpack"
-    except Exception:  # msgpack raises a zoo of types for bad input
-        return None, "neither JSON (starting with '{') nor valid msgpack"
+        obj, _ = load_any(payload, encoding=encoding)
+    except DecodeError as err:
+        return None, _text(str(err), 300)
     if not isinstance(obj, dict):
         return None, "expected an object {\"id\", \"cmd\", \"args\"}"
     return obj, None

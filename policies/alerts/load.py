@@ -8,7 +8,6 @@ file and line.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from policies.alerts.model import (
     StaleRule,
     ThresholdRule,
 )
-from policies.common import format_path
+from policies.common import describe_error, format_path
 
 _KINDS = "threshold, rate, mean, stale"
 _TAGS = frozenset({"threshold", "rate", "mean", "stale"})
@@ -57,36 +56,11 @@ def _clean(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(out)
 
 
-def _describe(err: Mapping[str, Any]) -> str:
-    typ = str(err.get("type", ""))
-    inp = err.get("input")
-    ctx = err.get("ctx") or {}
-    if typ == "enum":
-        expected = re.sub(r"\s+or\s+", ", ", str(ctx.get("expected", "")).replace("'", ""))
-        return f"{inp!r} is not one of {expected}"
-    if typ == "union_tag_invalid":
-        return f"kind {ctx.get('tag')!r} is not one of {_KINDS}"
-    if typ == "union_tag_not_found":
-        return f"`kind:` is missing: one of {_KINDS}"
-    if typ == "extra_forbidden":
-        return "unknown key (check its spelling against docs/alerts.md)"
-    if typ == "missing":
-        return "required key is missing"
-    if typ == "string_pattern_mismatch":
-        return f"{inp!r} is not a valid name (letters, digits, `-`, `_`, `.`)"
-    if typ == "model_type" and isinstance(inp, list):
-        return "expected a mapping (key: value), got a list"
-    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    if typ == "value_error" or inp is None or isinstance(inp, (dict, list)):
-        return msg
-    return f"{msg} (got {inp!r})"
-
-
 def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for e in err.errors():
         loc = _clean(tuple(e["loc"]))
-        msg = _describe(dict(e))
+        msg = describe_error(e, doc="docs/alerts.md", tag="kind", kinds=_KINDS)
         # a check on two fields of one rule names its field as "@field|message"
         if msg.startswith("@") and "|" in msg:
             field, _, msg = msg[1:].partition("|")

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from policies.common import format_path
+from policies.common import describe_error, format_path
 from policies.lighting.model import NAME_RE, LightingRules, Location, Program, dates_overlap
 
 
@@ -46,25 +46,6 @@ def _clean(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(out)
 
 
-def _describe(err: Mapping[str, Any]) -> str:
-    typ = str(err.get("type", ""))
-    inp = err.get("input")
-    ctx = err.get("ctx") or {}
-    if typ == "enum":
-        expected = re.sub(r"\s+or\s+", ", ", str(ctx.get("expected", "")).replace("'", ""))
-        return f"{inp!r} is not one of {expected}"
-    if typ == "extra_forbidden":
-        return "unknown key (check its spelling against docs/lighting-rules.md)"
-    if typ == "missing":
-        return "required key is missing"
-    if typ == "string_pattern_mismatch":
-        return f"{inp!r} is not a valid name (letters, digits, `-`, `_`, `.`)"
-    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    if typ == "value_error" or inp is None or isinstance(inp, (dict, list)):
-        return msg
-    return f"{msg} (got {inp!r})"
-
-
 def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
     errors = [(_clean(tuple(e["loc"])), e) for e in err.errors()]
     out: list[tuple[str, str]] = []
@@ -73,7 +54,7 @@ def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
         if e["type"] == "too_short" and any(
                 other[: len(loc)] == loc and len(other) > len(loc) for other, _ in errors):
             continue
-        out.append((format_path(loc), _describe(dict(e))))
+        out.append((format_path(loc), describe_error(e, doc="docs/lighting-rules.md")))
     return out
 
 
