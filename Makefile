@@ -38,7 +38,12 @@ lint: $(STAMP)
 test: deps lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-demo: deps
+# the demo's extra: its embedded broker, for machines without Mosquitto
+$(VENV)/.demo: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $@
+
+demo: deps $(VENV)/.demo
 	$(BIN)/edgegw demo $(DEMO_ARGS)
 
 # by hand, on a quiet machine: each prints its figures against DESIGN.md section 6

@@ -51,7 +51,8 @@ PYTHON="${PYTHON:-python3}"
 SETTLE="${EDGEGW_SETTLE:-15}"
 START_TIMEOUT="${EDGEGW_START_TIMEOUT:-180}"
 HEALTH_TRIES="${EDGEGW_HEALTH_TRIES:-5}"
-DEPLOY_FILES=(lib.sh install.sh upgrade.sh rollback.sh uninstall.sh edgegw.service README.md)
+DEPLOY_FILES=(lib.sh install.sh upgrade.sh rollback.sh uninstall.sh edgegw.service README.md
+              constraints.txt)
 
 say() { printf 'edgegw: %s\n' "$*"; }
 warn() { printf 'edgegw: warning: %s\n' "$*" >&2; }
@@ -314,9 +315,14 @@ install_version() {
         # a venv made --without-pip (smaller): the base interpreter's pip installs into it
         pip=("$PYTHON" -m pip --python "$dir/bin/python")
     fi
+    # the versions `make test` passed with: two cabinets installed apart run the same code
+    local constraints=()
+    if [ -f "$DEPLOY_DIR/constraints.txt" ]; then
+        constraints=(-c "$DEPLOY_DIR/constraints.txt")
+    fi
     # shellcheck disable=SC2086
     if ! "${pip[@]}" install --quiet --disable-pip-version-check --no-input \
-            ${PIP_ARGS:-} "$spec" >&2; then
+            "${constraints[@]}" ${PIP_ARGS:-} "$spec" >&2; then
         rm -rf "$dir"
         die "pip could not install $spec (nothing was changed; see pip's message above)"
     fi

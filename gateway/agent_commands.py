@@ -23,6 +23,7 @@ from gateway.commands.target import CommandTarget, RulesRejected
 from gateway.errors import NotFound, Unsupported
 from gateway.latest import LatestValues
 from gateway.lighting import LightingController, rules_version
+from policies.common import levels_as_numbers
 
 __all__ = ["AgentCommands"]
 
@@ -87,11 +88,13 @@ class AgentCommands(CommandTarget):
 
     # ------------------------------------------------------------------ rules
     def get_rules(self) -> dict[str, Any]:
+        """The rules in force as written, levels as numbers (YAML's ``off`` is ``false``)."""
         lighting = self.lighting.rules_raw if self.lighting is not None else None
         alerts = self.alerts.raw if self.alerts is not None else None
-        out: dict[str, Any] = {"version": self._rules_version(), "lighting": lighting}
+        out: dict[str, Any] = {"version": self._rules_version(),
+                               "lighting": levels_as_numbers(lighting)}
         if alerts is not None:
-            out["alerts"] = alerts
+            out["alerts"] = levels_as_numbers(alerts)
         return out
 
     def _rules_version(self) -> str:

@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, ClassVar, NoReturn
 
 import aiomqtt
 import typer
@@ -45,14 +46,51 @@ log = logging.getLogger("edgegw")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to the config (YAML).")]
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+class JournalFormatter(logging.Formatter):
+    """Lines for journald: a ``<N>`` syslog priority prefix (``journalctl -p warning`` then
+    filters by level), no timestamp (the journal stamps each line), and the event's device or
+    bus in brackets when the record carries one."""
+
+    PRIORITY: ClassVar[dict[int, int]] = {logging.CRITICAL: 2, logging.ERROR: 3,
+                                          logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = self.PRIORITY.get(record.levelno, 6 if record.levelno > logging.DEBUG else 7)
+        text = super().format(record)
+        # a traceback spans lines: each gets the prefix, or journald files them at info
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
+
+
+def under_journald(environ: dict[str, str] | None = None) -> bool:
+    """Whether stderr goes to the journal (systemd sets JOURNAL_STREAM to its device:inode)."""
+    env = os.environ if environ is None else environ
+    stream = env.get("JOURNAL_STREAM", "")
+    if not stream:
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
+
+
+def _setup_logging(verbose: int) -> None:
+    """INFO by default; ``-v`` DEBUG for edgegw; ``-vv`` DEBUG for the libraries too."""
+    handler = logging.StreamHandler(sys.stderr)
+    if under_journald():
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+    logging.getLogger("edgegw").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
     # pymodbus logs every timeout as an ERROR with a traceback; the bus reports those itself
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
 
 
 def fail(message: str, *, code: int = 1, hint: str | None = None) -> NoReturn:
@@ -79,9 +117,14 @@ def version() -> None:
 
 
 @app.command()
-def run(config: ConfigOpt, verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+def run(config: ConfigOpt,
+        verbose: Annotated[int, typer.Option(
+            "--verbose", "-v", count=True,
+            help="-v: debug lines of edgegw; -vv: of the libraries too.")] = 0,
         log_samples: Annotated[bool, typer.Option(
-            "--log-samples/--no-log-samples", help="Log every value read.")] = True) -> None:
+            "--log-samples/--no-log-samples",
+            help="Log every value read (off by default: on a Pi the journal is on the SD "
+                 "card).")] = False) -> None:
     """Run the agent in the foreground until SIGTERM/SIGINT."""
     _setup_logging(verbose)
     cfg = load_or_exit(config)
@@ -405,12 +448,29 @@ def parse_args_text(text: str | None) -> dict[str, Any]:
         source = str(path)
     import yaml
 
+    from gateway.config import load_yaml
+
     try:
-        value = yaml.safe_load(text)   # YAML is a superset of JSON
+        value = load_yaml(text)        # YAML is a superset of JSON
     except yaml.YAMLError as err:
         raise ValueError(f"{source}: not valid JSON or YAML: {err}") from None
     if not isinstance(value, dict):
         raise ValueError(f'{source}: arguments must be an object, like {{"group": "a"}}')
+    plain: dict[str, Any] = _plain_yaml(value)
+    return plain
+
+
+def _plain_yaml(value: Any) -> Any:
+    """YAML's dates and times (``2026-12-24`` unquoted) as the ISO text the gateway reads: a
+    command travels as JSON."""
+    import datetime as dt
+
+    if isinstance(value, dict):
+        return {k: _plain_yaml(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_yaml(v) for v in value]
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
     return value
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,13 @@ class TlsCfg(_Model):
     cert: str | None = None
     key: str | None = None
     insecure_skip_verify: Literal[False] = False   # there is no switch to turn checks off
+
+    def with_base(self, base_dir: Path) -> TlsCfg:
+        """Relative paths resolved against ``base_dir`` (the config file's folder)."""
+        def fix(p: str | None) -> str | None:
+            return p if p is None or Path(p).is_absolute() else str(base_dir / p)
+        return self.model_copy(update={"ca": fix(self.ca), "cert": fix(self.cert),
+                                       "key": fix(self.key)})
 
 
 MQTT_URL_RE = r"^mqtts?://[^\s/:]+(:\d{1,5})?/?$"
@@ -382,6 +390,43 @@ class _Lines:
 Locator = Callable[[tuple[int | str, ...]], str]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
+    one silently: a second `store:` would quietly replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:        # an unhashable key: the base class reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first on line {first}): the "
+                    "second would silently replace the first; keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_checked_timestamp(self, node: yaml.ScalarNode) -> Any:
+        # a date that does not exist (2027-02-30) is a located error, not a traceback
+        try:
+            return self.construct_yaml_timestamp(node)
+        except ValueError as err:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r} is not a date: {err}", node.start_mark) from None
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp",
+                                 _UniqueKeyLoader.construct_checked_timestamp)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as every edgegw file is read: safe (no tags run code), a key twice in one mapping
+    and an impossible date are errors with their line (yaml.YAMLError)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def read_yaml(text: str, *, source: str, expected: str,
               error: type[ConfigError] = ConfigError) -> tuple[dict[str, Any], Locator]:
     """YAML text -> (the mapping, a locator that turns a field path into "line N: a[2].b").
@@ -390,7 +435,7 @@ def read_yaml(text: str, *, source: str, expected: str,
     be, e.g. "a YAML mapping (key: value)").
     """
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
@@ -407,8 +452,11 @@ def read_yaml(text: str, *, source: str, expected: str,
     return raw, at
 
 
-def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None) -> Config:
-    """Parse and validate config text. Raises ConfigError naming every problem found."""
+def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None,
+                 check_files: bool = False) -> Config:
+    """Parse and validate config text. Raises ConfigError naming every problem found. With
+    ``check_files``, also the files `run` would read (keys, certificates) and the store's
+    directory."""
     raw, at = read_yaml(text, source=source,
                         expected="the config to be a YAML mapping (key: value)")
 
@@ -450,7 +498,12 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     if base_dir is not None and cfg.commands.signing is not None:
         cfg = cfg.model_copy(update={"commands": cfg.commands.model_copy(
             update={"signing": cfg.commands.signing.with_base(base_dir)})})
+    if base_dir is not None and cfg.mqtt.tls is not None:
+        cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
+            update={"tls": cfg.mqtt.tls.with_base(base_dir)})})
     problems.extend(_cross_check(cfg))
+    if check_files:                  # a file on disk: what `run` would read, checked now
+        problems.extend(_check_files(cfg))
     if problems:
         raise ConfigError(source, [(at(_parse_path(path)), msg) for path, msg in problems])
     return cfg
@@ -492,6 +545,10 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
         bus = cfg.buses[bus_names[d.bus]]
         if isinstance(bus, SerialBus):
             continue
+        if d.unit == 0 and isinstance(bus, ModbusRtuBus):
+            problems.append((f"{where}.unit", "unit 0 is the RS-485 broadcast address: no device "
+                                              "answers it; give the device's own address "
+                                              "(1..247)"))
         key = (d.bus, d.unit)
         if key in seen_unit and d.enabled:
             problems.append((f"{where}.unit",
@@ -510,6 +567,71 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
         except PlanError as err:
             problems.append((f"{where}.points", str(err)))
     return problems
+
+
+def _check_files(cfg: Config) -> list[tuple[str, str]]:
+    """The files `run` would read and the store's directory, checked at validate time: a
+    missing CA or key, a key others can read, a key file that does not load, a store path
+    that cannot be a directory."""
+    import stat
+
+    problems: list[tuple[str, str]] = []
+    tls = cfg.mqtt.tls
+    if tls is not None:
+        for name in ("ca", "cert", "key"):
+            path = getattr(tls, name)
+            if path is None:
+                continue
+            problem = _unreadable(path)
+            if problem:
+                problems.append((f"mqtt.tls.{name}", problem))
+            elif name == "key":
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+                if mode & 0o077:
+                    problems.append(("mqtt.tls.key", f"{path} is readable by others (mode "
+                                                     f"{mode:o}); run: chmod 600 {path}"))
+        if bool(tls.cert) != bool(tls.key):
+            problems.append(("mqtt.tls", "give both `cert` and `key` (a client certificate "
+                                         "and its private key), or neither"))
+    if cfg.mqtt.password_file:
+        problem = _unreadable(cfg.mqtt.password_file)
+        if problem:
+            problems.append(("mqtt.password_file", problem))
+    signing = cfg.commands.signing
+    if signing is not None:
+        try:
+            signing.verifier()
+        except ConfigError as err:
+            for where, msg in err.problems:
+                problems.append(("commands.signing", f"{err.source}: {msg}" if not where
+                                 else f"{where}: {msg}"))
+        except (OSError, ValueError) as err:
+            problems.append(("commands.signing", str(err)))
+    store_dir = Path(cfg.store.path).parent
+    probe = store_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        problems.append(("store.path", f"{probe} is a file, so {store_dir} cannot be created: "
+                                       "choose another store.path"))
+    elif probe.exists() and os.statvfs(probe).f_flag & os.ST_RDONLY:
+        problems.append(("store.path", f"{probe} is on a read-only filesystem: the store "
+                                       "cannot be written there"))
+    return problems
+
+
+def _unreadable(path: str) -> str | None:
+    p = Path(path)
+    if not p.exists():
+        return f"{p}: no such file"
+    if not p.is_file():
+        return f"{p}: not a file"
+    try:
+        with p.open("rb"):
+            pass
+    except OSError as err:
+        return f"{p}: cannot read it ({err.strerror})"
+    return None
 
 
 def known_points(cfg: Config) -> dict[tuple[str, str], bool]:
@@ -572,7 +694,7 @@ def load_config(path: str | Path) -> Config:
         text = p.read_text()
     except OSError as err:
         raise ConfigError(str(path), [("", f"cannot read the config: {err.strerror}")]) from err
-    return parse_config(text, source=str(path), base_dir=p.parent)
+    return parse_config(text, source=str(path), base_dir=p.parent, check_files=True)
 
 
 def config_schema() -> dict[str, Any]:

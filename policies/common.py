@@ -3,6 +3,7 @@ imports nothing of ours, so the agent may use these)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -71,6 +72,27 @@ def coerce_level(v: Any) -> Any:
             raise ValueError(
                 f"{v!r} is not a level (write a number 0..100, `60%`, `on` or `off`)") from None
     return v
+
+
+LEVEL_KEYS = frozenset({"level", "min_level", "max_level", "failsafe_level"})
+
+
+def levels_as_numbers(obj: Any) -> Any:
+    """Rules as written, with every level a number (``off`` -> 0, ``on`` -> 100, ``"60%"`` ->
+    60): what ``get_rules`` shows, whatever YAML made of the operator's ``off``."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if k in LEVEL_KEYS:
+                with contextlib.suppress(ValueError):    # not a level: left as written
+                    v = coerce_level(v)
+            else:
+                v = levels_as_numbers(v)
+            out[k] = v
+        return out
+    if isinstance(obj, list):
+        return [levels_as_numbers(v) for v in obj]
+    return obj
 
 
 def check_timezone(v: str) -> str:

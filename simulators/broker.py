@@ -202,7 +202,12 @@ class EmbeddedBroker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> EmbeddedBroker:
-        from amqtt.broker import Broker
+        try:
+            from amqtt.broker import Broker
+        except ImportError as err:
+            raise BrokerError("no MQTT broker: install Mosquitto (apt-get install mosquitto) or "
+                              "the demo's embedded one (pip install 'edgegw[demo]'; `make "
+                              "demo` does)") from err
 
         config = {
             # amqtt's default listener is 0.0.0.0:1883: always give it ours

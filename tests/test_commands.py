@@ -149,12 +149,15 @@ class FakeAgent:
     def get_rules(self) -> dict[str, Any]:
         return {"version": self.version_of(self.lighting), "lighting": self.lighting}
 
-    async def set_rules(self, lighting: dict[str, Any]) -> dict[str, Any]:
+    async def set_rules(self, lighting: dict[str, Any] | None,
+                        alerts: dict[str, Any] | None = None) -> dict[str, Any]:
         self.calls.append(("set_rules", {"lighting": lighting}))
+        if lighting is None:
+            raise RulesRejected([("lighting", "this model only knows lighting rules")])
         groups = lighting.get("groups")
         if not isinstance(groups, list):
-            raise RulesRejected([("groups", "must be a list of groups")])
-        problems = [(f"groups[{i}].name", "required") for i, g in enumerate(groups)
+            raise RulesRejected([("lighting.groups", "must be a list of groups")])
+        problems = [(f"lighting.groups[{i}].name", "required") for i, g in enumerate(groups)
                     if not isinstance(g, dict) or "name" not in g]
         if problems:
             raise RulesRejected(problems)
@@ -177,11 +180,12 @@ class SlowAgent(FakeAgent):
         self.gate = asyncio.Event()
         self.entered = asyncio.Event()
 
-    async def set_rules(self, lighting: dict[str, Any]) -> dict[str, Any]:
+    async def set_rules(self, lighting: dict[str, Any] | None,
+                        alerts: dict[str, Any] | None = None) -> dict[str, Any]:
         self.entered.set()
         assert self.gate is not None
         await self.gate.wait()
-        return await super().set_rules(lighting)
+        return await super().set_rules(lighting, alerts)
 
 
 class Clock:
@@ -340,7 +344,10 @@ async def test_rules_set_and_get_and_invalid_rules_keep_the_old_ones() -> None:
 async def test_set_rules_without_the_lighting_key_says_how_to_send_it() -> None:
     r = await ask(make(), "c-1", "set_rules", {"groups": []})
     assert r["code"] == "bad_args"
-    assert "lighting: required" in r["message"] and '{"lighting": {...}}' in r["message"]
+    assert "groups: unexpected (takes alerts, lighting)" in r["message"]
+    assert '{"lighting": {...}, "alerts": {...}}' in r["message"]
+    r = await ask(make(), "c-1", "set_rules", {})
+    assert r["code"] == "bad_args" and "give `lighting`, `alerts` or both" in r["message"]
     r = await ask(make(), "c-1", "set_rules", {"lighting": [1, 2]})
     assert r["code"] == "bad_args" and "lighting: must be an object" in r["message"]
 

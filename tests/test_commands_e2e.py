@@ -193,3 +193,67 @@ async def test_signed_commands_when_signatures_are_required(broker: MosquittoBro
                 subprocess.run, [*base, "ping"], capture_output=True, text=True, timeout=30)
             assert unsigned.returncode == 1
             assert json.loads(unsigned.stdout)["error"]["code"] == "unsigned"
+
+
+RULES_FILE = """\
+# as an operator writes it: unquoted dates, `off`
+lighting:
+  holidays:
+    - 2026-12-24
+    - {from: 2027-02-16, to: 2027-02-20}
+  programs:
+    night:
+      steps:
+        - {at: "18:00", level: 100}
+        - {at: "23:00", level: 60%}
+        - {at: "06:00", level: off}
+  groups:
+    - name: main-street
+      program: night
+      outputs: [{device: lamp-1, point: dim_level, watts: 60}]
+alerts:
+  rules:
+    - {name: flood_warning, kind: threshold, severity: warning,
+       point: water-1/water_level, above: 25, clear: 20}
+"""
+
+
+async def test_an_operator_pushes_lighting_and_alert_rules_from_a_yaml_file(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES_FILE)
+    async with open_spec(SPEC, ephemeral=True) as sim:
+        cfg = cfg_for(sim, broker, tmp_path, "gw-a")
+        cfg = cfg.model_copy(update={"alerts": {"rules": [
+            {"name": "heat", "kind": "threshold", "point": "env-1/temperature", "above": 40,
+             "clear": 38}]}})
+        async with Agent(cfg) as agent:
+            assert agent.link is not None
+            await asyncio.wait_for(agent.link.connected.wait(), 10)
+            base = [sys.executable, "-m", "gateway.cli", "platform", "send", "--url",
+                    broker.url, "--gateway", "gw-a", "--wait", "5"]
+            sent = await asyncio.to_thread(
+                subprocess.run, [*base, "set_rules", f"@{rules}"], capture_output=True,
+                text=True, timeout=30)
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            answer = json.loads(sent.stdout)
+            assert answer["ok"] is True, answer
+            [got] = await ask(broker, "get_rules")
+            result = got["result"]
+            assert result["version"] == answer["result"]["version"]
+            steps = result["lighting"]["programs"]["night"]["steps"]
+            assert [s["level"] for s in steps] == [100, 60, 0]     # numbers, `off` is 0
+            assert result["lighting"]["holidays"][0] == "2026-12-24"
+            assert result["alerts"]["rules"][0]["name"] == "flood_warning"
+            # a bad file: refused whole, each problem at its path from the root, once
+            bad = tmp_path / "bad.yaml"
+            bad.write_text(RULES_FILE.replace("device: lamp-1", "device: lamp-9"))
+            refused = await asyncio.to_thread(
+                subprocess.run, [*base, "set_rules", f"@{bad}"], capture_output=True,
+                text=True, timeout=30)
+            error = json.loads(refused.stdout)["error"]
+            assert error["code"] == "invalid_rules"
+            assert "lighting.groups[0].outputs[0]: no point lamp-9.dim_level" in error["message"]
+            assert "lighting.lighting" not in error["message"]
+            [still] = await ask(broker, "get_rules")
+            assert still["result"]["version"] == answer["result"]["version"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,80 @@ def test_cli_refuses_a_bad_config_with_exit_code_2(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "gateway.cli", "config", "validate",
                          "--config", str(EXAMPLE)], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
+
+
+# ============================================================ what `run` would refuse, now
+def test_a_key_given_twice_is_refused_with_both_lines() -> None:
+    msg = problems(BASE + "store: {path: /tmp/a.db}\nstore: {path: /tmp/b.db}\n")
+    assert "key 'store' appears twice (first on line 6)" in msg and "line 7" in msg
+
+
+def test_unit_0_on_rs485_is_the_broadcast_address() -> None:
+    text = """\
+gateway: {id: gw-1}
+buses:
+  - {name: rs485-1, type: modbus-rtu, port: /dev/ttyUSB0}
+devices:
+  - {name: env-1, bus: rs485-1, unit: 0, profile: "builtin:env-sensor"}
+"""
+    msg = problems(text)
+    assert "line 5: devices[0].unit: unit 0 is the RS-485 broadcast address" in msg
+
+
+def _validate(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "config", "validate",
+                           "--config", str(path)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
+
+
+def test_validate_checks_the_files_run_would_read(tmp_path: Path) -> None:
+    from tests.certs import TestPki
+
+    (tmp_path / "pki").mkdir()
+    pki = TestPki(tmp_path / "pki")
+    client = pki.client("gw-1")
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(BASE + "mqtt: {url: 'mqtts://127.0.0.1:8883', tls: {ca: pki/missing.pem, "
+                   f"cert: {client.cert}, key: {client.key}}}}}\n"
+                   "store: {path: /etc/passwd/store.db}\n")
+    os.chmod(client.key, 0o644)
+    proc = _validate(cfg)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr
+    assert f"mqtt.tls.ca: {tmp_path}/pki/missing.pem: no such file" in err   # relative: the
+    assert "mqtt.tls.key: " in err and "readable by others (mode 644)" in err  # config's dir
+    assert "store.path: /etc/passwd is a file" in err
+    os.chmod(client.key, 0o600)
+    cfg.write_text(BASE + "mqtt: {url: 'mqtts://127.0.0.1:8883', tls: {ca: pki/ca.pem, "
+                   f"cert: {client.cert}, key: {client.key}}}}}\n")
+    ok = _validate(cfg)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_an_absolute_signing_key_path_is_kept(tmp_path: Path) -> None:
+    """docs/security.md's example (/etc/edgegw/platform.pub): absolute paths work."""
+    from gateway.signing import generate_keypair
+
+    keys = tmp_path / "abs"
+    keys.mkdir()
+    pub = keys / "platform.pub"
+    generate_keypair(keys / "platform.key", pub)
+    cfg = tmp_path / "conf" / "site.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text(BASE + f"commands: {{signing: {{scheme: ed25519, public_key_file: {pub}}}}}\n")
+    loaded = load_config(cfg)
+    assert loaded.commands.signing is not None
+    assert loaded.commands.signing.public_key_file == str(pub)
+    assert loaded.commands.signing.verifier().key_ids
+    cfg.write_text(BASE + "commands: {signing: {scheme: ed25519, public_key_file: nope.pub}}\n")
+    proc = _validate(cfg)
+    assert proc.returncode == 2 and "commands.signing" in proc.stderr
+    assert str(cfg.parent / "nope.pub") in proc.stderr
+
+
+def test_an_impossible_date_and_a_number_for_a_time_are_located() -> None:
+    msg = problems("gateway: {id: g}\nlighting:\n  holidays: [2027-02-30]\n")
+    assert "site.yaml: line 3: not valid YAML: '2027-02-30' is not a date" in msg
+    msg = problems("gateway: {id: g}\nlighting:\n  programs:\n    p:\n      steps:\n"
+                   "        - {at: 23.00, level: 50}\n  groups: [{name: g, program: p}]\n")
+    assert "23.0 is not a time: write it as text with a colon" in msg

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.commands.codes import CommandFailure, ErrorCode
 
@@ -54,7 +54,16 @@ class ClearOverrideArgs(_Args):
 
 
 class SetRulesArgs(_Args):
-    lighting: dict[str, Any]
+    """``{"lighting": {...}}``, ``{"alerts": {...}}`` or both (both or neither take effect)."""
+
+    lighting: dict[str, Any] | None = None
+    alerts: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> SetRulesArgs:
+        if self.lighting is None and self.alerts is None:
+            raise ValueError("give `lighting`, `alerts` or both (the rules as in the config)")
+        return self
 
 
 class PointArgs(_Args):
@@ -125,7 +134,7 @@ def parse_args(model: type[M], cmd: str, args: Mapping[str, Any]) -> M:
     except ValidationError as err:
         fields = set(model.model_fields)
         hint = ""
-        if model is SetRulesArgs and "lighting" not in args and args:
-            hint = " (send the rules as {\"lighting\": {...}})"
+        if model is SetRulesArgs and not {"lighting", "alerts"} & set(args) and args:
+            hint = " (send the rules as {\"lighting\": {...}, \"alerts\": {...}})"
         raise CommandFailure(ErrorCode.BAD_ARGS,
                              f"{cmd}: {_describe(err, fields)}{hint}") from None

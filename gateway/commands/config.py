@@ -55,7 +55,9 @@ class SigningCfg(_Model):
     def with_base(self, base_dir: Path) -> SigningCfg:
         """Relative key paths resolved against ``base_dir`` (the config file's folder)."""
         def fix(p: str | None) -> str | None:
-            return None if p is None or Path(p).is_absolute() else str(base_dir / p)
+            if p is None or Path(p).is_absolute():
+                return p                # an absolute path stays as written
+            return str(base_dir / p)
         return self.model_copy(update={"public_key_file": fix(self.public_key_file),
                                        "key_file": fix(self.key_file)})
 

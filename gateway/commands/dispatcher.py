@@ -400,7 +400,8 @@ class Dispatcher:
         except RulesRejected as err:
             shown = err.problems[:_RULES_PROBLEMS_SHOWN]
             more = len(err.problems) - len(shown)
-            text = "; ".join(f"lighting.{p}: {m}" if p else m for p, m in shown)
+            # paths are from the rules' root (lighting.groups[0]..., alerts.rules[1]...)
+            text = "; ".join(f"{p}: {m}" if p else m for p, m in shown)
             if more > 0:
                 text += f"; and {more} more"
             return _failure(ErrorCode.INVALID_RULES,
@@ -436,7 +437,7 @@ class Dispatcher:
         return self.target.get_rules()
 
     async def _set_rules(self, a: SetRulesArgs) -> Mapping[str, Any]:
-        return await self.target.set_rules(a.lighting)
+        return await self.target.set_rules(a.lighting, a.alerts)
 
     async def _set_override(self, a: SetOverrideArgs) -> Mapping[str, Any]:
         return self.target.set_override(group=a.group, level=a.level, duration_s=a.duration_s,

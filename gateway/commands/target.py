@@ -6,14 +6,13 @@ reports failure by raising; the dispatcher turns the exception into the error co
 =============================================  ===============================================
 raised                                         code
 =============================================  ===============================================
-``KeyError`` (unknown device, point, group)    ``not_found``
+``NotFound`` (unknown device, point, group)    ``not_found``
 ``RulesRejected``                              ``invalid_rules`` (its problems in the message)
 ``WriteRejected`` (not writable, out of range) ``rejected``
-``ValueError`` (a value the target refuses)    ``bad_args``
-``DeviceError``, ``TimeoutError``,             ``device_error``
-``ConnectionError``
-``NotImplementedError`` (feature not set up)   ``unsupported``
-anything else                                  ``internal`` (logged with its traceback)
+``BadValue`` (a value the target refuses)      ``bad_args``
+``DeviceError`` (timeout, exception, bus down) ``device_error``
+``Unsupported`` (feature not set up)           ``unsupported``
+anything else (a built-in ``KeyError``...)     ``internal`` (logged with its traceback): a bug
 =============================================  ===============================================
 
 Results are plain JSON-able mappings (the dispatcher converts datetimes, enums, tuples, sets
@@ -81,9 +80,12 @@ class CommandTarget(Protocol):
         """``get_rules``: ``{"version": "<content hash>", "lighting": {...}}`` in force."""
         ...
 
-    async def set_rules(self, lighting: dict[str, Any]) -> dict[str, Any]:
-        """``set_rules``: validate, write atomically, apply; returns ``{"version": ...}``.
-        Raises RulesRejected with the problems and keeps the old rules on any error."""
+    async def set_rules(self, lighting: dict[str, Any] | None,
+                        alerts: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``set_rules``: validate lighting and/or alert rules (both before either takes
+        effect), keep them, apply; returns ``{"version": ..., "warnings": [...]}``. Raises
+        RulesRejected with the problems (paths from the root: ``lighting.groups[0]...``) and
+        keeps the old rules on any error."""
         ...
 
     def sync_time(self, *, epoch_ms: int, set_clock: bool) -> dict[str, Any]:

@@ -155,6 +155,9 @@ class At(_Model):
             raise ValueError(f"{v!r} is not a time (write \"23:00\" or sunset-10m)")
         if isinstance(v, int):
             return {"time": _time_from_yaml_int(v)}
+        if isinstance(v, float):
+            raise ValueError(f"{v!r} is not a time: write it as text with a colon, \"23:00\" "
+                             "(YAML reads 23.00 as a number)")
         if isinstance(v, dt.time):
             return {"time": v}
         if isinstance(v, str):
