@@ -28,7 +28,14 @@ from gateway.config import (
 )
 from gateway.control import DEFAULT_SOCKET
 from gateway.errors import ConfigError, GatewayError
-from gateway.platform.client import Broker, listen, new_request_id, send
+from gateway.platform.client import (
+    Broker,
+    capture_line,
+    listen,
+    listen_raw,
+    new_request_id,
+    send,
+)
 from gateway.platform.decoder import Decoder, format_line
 from provisioning.cli import register as register_provisioning
 
@@ -296,6 +303,9 @@ def platform_listen(
     url: UrlOpt,
     prefix: PrefixOpt = "city/v1",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line.")] = False,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="Print each message undecoded, as `platform decode` reads it: "
+                      '{"topic": ..., "payload_b64": ...} a line.')] = False,
     client_id: Annotated[str | None, typer.Option(
         "--client-id", help="Keep a persistent QoS 1 session under this id.")] = None,
     duration: Annotated[float | None, typer.Option(
@@ -304,11 +314,18 @@ def platform_listen(
         "--share", help="Join a shared subscription group ($share/GROUP/...).")] = None,
     ca: CaOpt = None, cert: CertOpt = None, key: KeyOpt = None,
 ) -> None:
-    """Subscribe like the city platform and print every message decoded."""
+    """Subscribe like the city platform and print every message decoded (or, with --raw, a
+    capture for `edgegw platform decode`)."""
     broker = _broker(url, ca, cert, key)
 
     async def main() -> None:
         async def consume() -> None:
+            if raw:
+                async for topic, payload in listen_raw(broker, prefix=prefix,
+                                                       client_id=client_id, share=share):
+                    typer.echo(capture_line(topic, payload))
+                    sys.stdout.flush()
+                return
             async for msg in listen(broker, prefix=prefix, client_id=client_id, share=share):
                 typer.echo(format_line(msg) if as_json else _human(msg))
                 sys.stdout.flush()

@@ -227,7 +227,8 @@ class Agent:
         # ConfigError here and the agent refuses to start
         self.dispatcher = Dispatcher(self.commands, cfg=cfg.commands, store=outbox,
                                      emit=self.events.emit, gateway_id=cfg.gateway.id,
-                                     topic_prefix=cfg.mqtt.topic_prefix, clock=self.wall)
+                                     topic_prefix=cfg.mqtt.topic_prefix, clock=self.wall,
+                                     groups=cfg.gateway.groups)
         outbox.on_loaded(self.dispatcher.memory.restore)
         link = MqttLink(
             cfg.mqtt, client_id=cfg.mqtt.client_id or cfg.gateway.id,

@@ -1072,3 +1072,34 @@ async def test_the_documented_mosquitto_acl_confines_each_gateway(tmp_path: Path
     assert got_g2 == [("city/v1/gw-2/cmd/req", b"end")]
     assert got_plat == [("city/v1/gw-1/cmd/res", b"gw-1-answers"),
                         ("city/v1/gw-2/cmd/res", b"end")]
+
+
+async def test_sync_time_never_throws_a_trusted_clock_far_away() -> None:
+    """73 years ahead was accepted and marked the clock trusted: now refused while the clock
+    is trusted, accepted (and logged) only to set an untrusted one."""
+    far = int((NOW + 73 * 365 * 86_400) * 1000)
+    agent = FakeAgent()
+    r = await ask(make(agent), "c-1", "sync_time", {"epoch_ms": far})
+    assert r["code"] == "bad_args" and "commands.max_clock_step_s (86400 s)" in r["message"]
+    assert agent.calls == []
+    near = int((NOW + 3600) * 1000)                    # an hour: within the bound
+    assert (await ask(make(agent), "c-2", "sync_time", {"epoch_ms": near}))["ok"]
+    agent.trusted = False
+    assert (await ask(make(agent), "c-3", "sync_time", {"epoch_ms": far}))["ok"]
+
+
+def test_signed_ids_stay_guarded_for_the_whole_window() -> None:
+    """The guard list is bounded by what the rate limit lets in during one signature window,
+    not by a multiple of remember_ids (which let a replay in after 4 x remember_ids ids)."""
+    from gateway.commands.memory import IdMemory, Outcome
+
+    now = [1_000_000]
+    mem = IdMemory(capacity=2, store=None, window_ms=300_000, wall_ms=lambda: now[0],
+                   max_guards=1000)
+    for i in range(50):                                # 25 x capacity, all inside the window
+        mem.remember(f"s-{i}", digest="d", outcome=Outcome(ok=True, result={}),
+                     signed_ts=now[0])
+    assert all(mem.get(f"s-{i}") is not None for i in range(50))
+    now[0] += 301_000                                  # the window passed: guards may go
+    mem.remember("s-new", digest="d", outcome=Outcome(ok=True, result={}), signed_ts=now[0])
+    assert mem.get("s-0") is None and mem.guards == 0

@@ -84,6 +84,8 @@ class CommandsCfg(_Model):
     allow_set_time: bool = False
     # commands handled at once; more wait for a free slot (a slow command never blocks another)
     concurrency: int = Field(default=16, ge=1, le=256)
+    # sync_time refuses to move a trusted clock by more than this (seconds)
+    max_clock_step_s: float = Field(default=86_400.0, gt=0)
 
     @model_validator(mode="after")
     def _signing_needed(self) -> CommandsCfg:

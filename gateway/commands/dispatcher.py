@@ -36,7 +36,7 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
@@ -163,7 +163,7 @@ class Dispatcher:
                  emit: Emit | None, gateway_id: str, topic_prefix: str = "city/v1",
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 verifier: Verifier | None = None) -> None:
+                 verifier: Verifier | None = None, groups: Sequence[str] = ()) -> None:
         self.target = target
         self.cfg = cfg
         self.gateway_id = gateway_id
@@ -177,8 +177,15 @@ class Dispatcher:
         self._limiter = RateLimiter(per_minute=cfg.rate_limit.per_source_per_minute,
                                     burst=cfg.rate_limit.burst)
         window_ms = int(self._verifier.window_s * 1000) if self._verifier else None
+        # every signed id accepted within a signature window stays a guard: at most what the
+        # rate limit lets in during one window, on each source topic (own and group topics)
+        max_guards = None
+        if self._verifier is not None:
+            per_window = (cfg.rate_limit.burst + cfg.rate_limit.per_source_per_minute
+                          * self._verifier.window_s / 60)
+            max_guards = int(per_window * (1 + len(groups))) + cfg.remember_ids
         self.memory = IdMemory(capacity=cfg.remember_ids, store=store, window_ms=window_ms,
-                               wall_ms=self._now_ms)
+                               wall_ms=self._now_ms, max_guards=max_guards)
         self.memory.load()
         self._inflight: dict[str, _Inflight] = {}
         self._locks: dict[str, asyncio.Lock] = {}    # by what a change touches (see _Spec)
@@ -456,6 +463,16 @@ class Dispatcher:
         return {"device": a.device, "point": a.point, "value": a.value}
 
     async def _sync_time(self, a: SyncTimeArgs) -> Mapping[str, Any]:
+        offset_s = (a.epoch_ms - self._now_ms()) / 1000
+        if abs(offset_s) > self.cfg.max_clock_step_s:
+            if self._clock_trusted():
+                # a trusted clock is not thrown away by one command: a wrong epoch_ms (ms vs
+                # s, a platform with a broken clock) would send the lamps to another day
+                raise CommandFailure(ErrorCode.BAD_ARGS, (
+                    f"sync_time: epoch_ms is {offset_s:+.0f} s from this gateway's trusted "
+                    f"clock, more than commands.max_clock_step_s ({self.cfg.max_clock_step_s:g}"
+                    " s); check the platform's clock"))
+            log.warning("sync_time: moves the untrusted clock by %+.0f s", offset_s)
         return self.target.sync_time(epoch_ms=a.epoch_ms, set_clock=self.cfg.allow_set_time)
 
     # ============================================================================ answering

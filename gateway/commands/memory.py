@@ -39,7 +39,6 @@ _ROW = "commands.ids."
 _META = "commands.ids.meta"
 _GUARDS = "commands.ids.guards"
 MAX_KEPT_RESULT = 8192          # bytes of JSON; a larger first result is not kept verbatim
-_MAX_GUARDS_FACTOR = 4          # guards beyond capacity x this are dropped (oldest first)
 
 Write = tuple[str, bytes | None]        # a kv row to set (or delete with None)
 
@@ -102,8 +101,11 @@ class IdMemory:
     docstring). ``window_ms`` is the signature window (None: nothing is signed, no guards)."""
 
     def __init__(self, *, capacity: int, store: KeyValue | None, window_ms: int | None,
-                 wall_ms: Callable[[], int]) -> None:
+                 wall_ms: Callable[[], int], max_guards: int | None = None) -> None:
         self.capacity = capacity
+        # guards leave when their signature window has passed; this bound only matters if more
+        # signed commands than the rate limit lets through arrived within one window
+        self.max_guards = max_guards if max_guards is not None else capacity * 4
         self.store = store
         self.window_ms = window_ms
         self._wall_ms = wall_ms
@@ -144,8 +146,11 @@ class IdMemory:
                 self._guards[old.key] = Entry(seq=old.seq, key=old.key, digest=old.digest,
                                               outcome=None, signed_ts=old.signed_ts)
                 guards_changed = True
-        while len(self._guards) > self.capacity * _MAX_GUARDS_FACTOR:
-            self._guards.popitem(last=False)
+        while len(self._guards) > self.max_guards:
+            _, dropped = self._guards.popitem(last=False)
+            log.warning("commands: more signed ids inside the signature window than %d; the "
+                        "oldest (%s) can no longer be told from a replay", self.max_guards,
+                        dropped.key)
             guards_changed = True
         if guards_changed:
             writes.append((_GUARDS, self._guards_blob()))

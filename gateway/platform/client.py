@@ -9,7 +9,9 @@ restart with persistence.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 import secrets
 import socket
@@ -75,6 +77,18 @@ async def listen_sized(broker: Broker, *, prefix: str = "city/v1",
                        reconnect: bool = True) -> AsyncIterator[tuple[Message, int]]:
     """Like :func:`listen`, with each message's size on the wire (bytes of payload)."""
     decoder = Decoder(prefix=prefix)
+    async for topic, payload in listen_raw(broker, prefix=prefix, client_id=client_id,
+                                           share=share, on_ready=on_ready,
+                                           reconnect=reconnect):
+        for out in decoder.feed(topic, payload):
+            yield out, len(payload)
+
+
+async def listen_raw(broker: Broker, *, prefix: str = "city/v1",
+                     client_id: str | None = None, share: str | None = None,
+                     on_ready: Callable[[], None] | None = None,
+                     reconnect: bool = True) -> AsyncIterator[tuple[str, bytes]]:
+    """Every message under `prefix` as it came: (topic, payload). Reconnects by itself."""
     delay = 0.2
     ready_sent = False
     while True:
@@ -91,14 +105,19 @@ async def listen_sized(broker: Broker, *, prefix: str = "city/v1",
                 async for m in client.messages:
                     payload = m.payload if isinstance(m.payload, bytes) else (
                         str(m.payload or "").encode())
-                    for out in decoder.feed(str(m.topic), payload):
-                        yield out, len(payload)
+                    yield str(m.topic), payload
         except aiomqtt.MqttError as err:
             if not reconnect:
                 raise
             log.warning("listen: %s; reconnecting", err)
             await asyncio.sleep(jittered(delay))
             delay = min(delay * 2, 10.0)
+
+
+def capture_line(topic: str, payload: bytes) -> str:
+    """One line of a raw capture, as `edgegw platform decode` reads it."""
+    return json.dumps({"topic": topic, "payload_b64": base64.b64encode(payload).decode()},
+                      separators=(",", ":"))
 
 
 def new_request_id() -> str:
