@@ -73,7 +73,7 @@ from gateway.link import check_secret_file, tls_context
 from gateway.store import Store
 from gateway.wiring import modbus_settings, serial_settings
 from provisioning.identity import IdentityError, load_key, verify_certificate
-from provisioning.ports import Holder, port_holders, running_agents
+from provisioning.ports import Holder, agents_of, port_holders
 
 CERT_WARN_DAYS = 30
 CLOCK_EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)   # a clock before this is surely unset
@@ -117,7 +117,8 @@ class CheckOptions:
     settle: float = 2.0                   # seconds a driver gets to reach a new level
     lamp_levels: tuple[float, ...] = LAMP_LEVELS
     ntp_probe: Callable[[], str | None] | None = None        # "NTP synchronised (...)" or None
-    agent_probe: Callable[[], tuple[Holder, ...]] = running_agents
+    # None: the agent of the checked config (its control socket, or `run` with this file)
+    agent_probe: Callable[[], tuple[Holder, ...]] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,12 +232,15 @@ def _check_lighting(cfg: Config) -> CheckResult:
     return t.result("lighting", "lighting rules", Status.PASS, detail)
 
 
-def _check_agent(options: CheckOptions) -> tuple[tuple[Holder, ...], CheckResult]:
+def _check_agent(options: CheckOptions, cfg: Config,
+                 path: Path) -> tuple[tuple[Holder, ...], CheckResult]:
     t = _Timer()
-    agents = options.agent_probe()
+    agents = (options.agent_probe() if options.agent_probe is not None
+              else agents_of(path, cfg.service.control_socket))
     if not agents:
         return agents, t.result("agent", "agent stopped", Status.PASS,
-                                "no edgegw agent running on this machine")
+                                f"no agent of {path} is running (nothing answers on "
+                                f"{cfg.service.control_socket})")
     who = ", ".join(f"pid {a.pid}" for a in agents)
     return agents, t.result(
         "agent", "agent stopped", Status.WARN,
@@ -986,7 +990,7 @@ async def run_checks(config_path: str | Path, options: CheckOptions | None = Non
         return _report(path, None, started, results)
     lighting = _check_lighting(cfg)
     results.append(lighting)
-    agents, agent_row = _check_agent(options)
+    agents, agent_row = _check_agent(options, cfg, path)
     results.append(agent_row)
     results.extend(_check_secrets(cfg))
 
@@ -1030,14 +1034,49 @@ async def run_checks(config_path: str | Path, options: CheckOptions | None = Non
             results.append(t.result("outputs", "outputs", Status.FAIL,
                                     f"cannot open the outputs' bus: {err}",
                                     hint="see the device lines above"))
-    elif options.lamp_test:
+    elif options.lamp_test and cfg.lighting:
         t = _Timer()
-        results.append(t.result("lamp-test", "lamp test", Status.FAIL if cfg.lighting
-                                else Status.SKIP,
-                                "not run: no valid lighting rules" if cfg.lighting
-                                else "no lighting section: no groups to cycle",
-                                hint="fix the lighting rules first" if cfg.lighting else None))
+        results.append(t.result("lamp-test", "lamp test", Status.FAIL,
+                                "not run: no valid lighting rules",
+                                hint="fix the lighting rules first"))
+    elif options.lamp_test:
+        # no lighting section yet (commissioning comes before the rules): the lamps are the
+        # devices whose profile has a writable dim_level
+        rules = _lamps_from_profiles(cfg)
+        if rules is None:
+            t = _Timer()
+            results.append(t.result("lamp-test", "lamp test", Status.SKIP,
+                                    "no lamps: no lighting section and no device with a "
+                                    "writable dim_level (an LED driver's profile)"))
+        else:
+            devices = {o.device for g in rules.groups for o in g.outputs if o.device}
+            try:
+                async with _Outputs(cfg, devices, options.timeout) as outputs:
+                    results.extend(await _lamp_tests(rules, outputs, options, agents))
+            except (termios.error, ValueError) as err:
+                t = _Timer()
+                results.append(t.result("outputs", "outputs", Status.FAIL,
+                                        f"cannot open the lamps' bus: {err}",
+                                        hint="see the device lines above"))
     return _report(path, cfg, started, results)
+
+
+LAMPS_GROUP = "lamps"
+
+
+def _lamps_from_profiles(cfg: Config) -> Any:
+    """One group of every LED driver (a device with a writable ``dim_level``), for a lamp test
+    before any lighting rules exist; None when there is none."""
+    from policies.lighting import parse_lighting
+
+    outputs = [{"device": d.name, "point": "dim_level"} for d in cfg.devices
+               if d.enabled and any(p.name == "dim_level" and p.writable for p in d.points)]
+    if not outputs:
+        return None
+    return parse_lighting({
+        "programs": {"test": {"steps": [{"at": "00:00", "level": 0}]}},
+        "groups": [{"name": LAMPS_GROUP, "program": "test", "outputs": outputs}]},
+        location=cfg.gateway.location)
 
 
 def _report(path: Path, cfg: Config | None, started: float,

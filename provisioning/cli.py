@@ -282,16 +282,22 @@ def scan_cmd(
     poll: Annotated[float, typer.Option(help="`poll:` of the proposed device entries, s.")
     ] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    write: Annotated[bool, typer.Option(
+        "--write", help="Add the proposed devices to the config file itself (its comments "
+                        "kept; checked before it is replaced, the old one kept as .bak).")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Find the Modbus unit ids that answer on a bus, and what each one looks like."""
     with _quiet_logs(verbose):
         _scan(config=config, bus=bus, units=units, timeout=timeout, auto_baud=auto_baud,
-              profiles=profiles, list_ports=list_ports, poll=poll, as_json=as_json)
+              profiles=profiles, list_ports=list_ports, poll=poll, as_json=as_json,
+              write=write)
 
 
 def _scan(*, config: Path | None, bus: list[str] | None, units: str, timeout: float,
-          auto_baud: bool, profiles: bool, list_ports: bool, poll: float, as_json: bool) -> None:
+          auto_baud: bool, profiles: bool, list_ports: bool, poll: float, as_json: bool,
+          write: bool = False) -> None:
     from gateway.wiring import modbus_settings
     from provisioning.ports import list_serial_ports
     from provisioning.scan import (
@@ -353,12 +359,47 @@ def _scan(*, config: Path | None, bus: list[str] | None, units: str, timeout: fl
     else:
         for s in scans:
             _print_scan(console, s, cfg)
-        if proposals:
+        if proposals and not write:
             console.print(f"\nPaste under [bold]devices:[/] in {escape(str(config))}, then "
                           f"run edgegw check --config {escape(str(config))}:")
-            console.print(escape(render_yaml("devices", proposals)), end="")
+            # plain text, never wrapped at the terminal's width: it is pasted as it is
+            typer.echo(render_yaml("devices", proposals), nl=False)
+    if write and proposals:
+        _write_proposals(config, proposals, quiet=as_json)
+    elif write and not as_json:
+        typer.echo("nothing new to add to the config")
     if not any(s.units for s in scans):
         raise typer.Exit(1)
+
+
+def _write_proposals(config: Path, proposals: list[dict[str, Any]], *, quiet: bool) -> None:
+    """Add the proposed devices to the config (comments kept), or beside it when its layout
+    does not allow a safe edit. Either way the result is checked first."""
+    from gateway.config import parse_config
+    from gateway.files import write_atomic
+    from provisioning.scan import add_devices_to_config, render_yaml
+
+    text = config.read_text()
+    new = add_devices_to_config(text, proposals)
+    if new is None:
+        fragment = config.with_name(config.stem + ".scan.yaml")
+        write_atomic(fragment, render_yaml("devices", proposals).encode(), mode=0o644)
+        if not quiet:
+            typer.echo(f"{config}: `devices:` is not the file's last section (or is written "
+                       f"inline), so it was not edited; the proposal is in {fragment}: move "
+                       "its entries under `devices:`, then run edgegw check")
+        return
+    try:
+        parse_config(new, source=str(config), base_dir=config.parent)
+    except ConfigError as err:
+        _fail(f"the config with the proposed devices would be invalid, nothing written:\n{err}",
+              code=1)
+    backup = config.with_name(config.name + ".bak")
+    write_atomic(backup, text.encode(), mode=config.stat().st_mode & 0o777)
+    write_atomic(config, new.encode(), mode=config.stat().st_mode & 0o777)
+    if not quiet:
+        typer.echo(f"added {len(proposals)} device(s) to {config} (the previous file is "
+                   f"{backup}); next: edgegw check --config {config}")
 
 
 def _scan_targets(cfg: Config, config: Path, names: Sequence[str] | None

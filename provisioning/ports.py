@@ -9,6 +9,7 @@ right to look).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -112,6 +113,35 @@ def running_agents() -> tuple[Holder, ...]:
             continue
         if any(Path(a).name == "edgegw" or a == "gateway.cli" for a in argv[:3]):
             out.append(Holder(pid, " ".join(argv)[:120]))
+    return tuple(out)
+
+
+def agents_of(config: Path, control_socket: str | Path) -> tuple[Holder, ...]:
+    """The agent of *this* config, not any `edgegw run` on the machine: the one answering on
+    the config's control socket, or else a process running `run` with this config file."""
+    from gateway.control import ControlError, request
+
+    try:
+        snap = request(control_socket, "status", timeout=1.0).get("result") or {}
+    except ControlError:
+        snap = None
+    if snap is not None:
+        pid = snap.get("pid")
+        return (Holder(int(pid) if isinstance(pid, int) else 0,
+                       f"edgegw run (answers on {control_socket})"),)
+    target = config.resolve()
+    out = []
+    for holder in running_agents():
+        try:
+            argv = [a.decode(errors="replace") for a in
+                    (PROC / str(holder.pid) / "cmdline").read_bytes().split(b"\0") if a]
+            cwd = (PROC / str(holder.pid) / "cwd").resolve()
+        except OSError:
+            continue
+        for flag, value in itertools.pairwise(argv):
+            if flag in ("--config", "-c") and (cwd / value).resolve() == target:
+                out.append(holder)
+                break
     return tuple(out)
 
 

@@ -493,6 +493,31 @@ def render_yaml(key: str, entries: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_devices_to_config(text: str, entries: Sequence[Mapping[str, Any]]) -> str | None:
+    """The config's text with ``entries`` added to its ``devices:`` list, everything else (the
+    comments too) as it was; None when the file's layout does not allow it safely (``devices:``
+    written inline, or followed by other top-level keys): the caller writes a fragment."""
+    items = render_yaml("devices", entries).split("\n", 1)[1]
+    lines = text.splitlines(keepends=True)
+    tops = [i for i, line in enumerate(lines)
+            if line[:1] not in ("", " ", "\t", "#", "\n", "\r", "-")]
+    dev = [i for i in tops if lines[i].split(":", 1)[0].strip() == "devices"]
+    body = text if text.endswith("\n") or not text else text + "\n"
+    if not dev:
+        return body + "devices:\n" + items
+    i = dev[0]
+    rest = lines[i].split(":", 1)[1].split("#", 1)[0].strip()
+    if rest not in ("", "[]"):
+        return None                              # `devices: [...]` inline: not ours to edit
+    if any(t > i for t in tops):
+        return None                              # another top-level key follows
+    if rest == "[]":
+        lines[i] = lines[i].replace("[]", "", 1)
+        body = "".join(lines)
+        body = body if body.endswith("\n") else body + "\n"
+    return body + items
+
+
 def scan_error_hint(err: BusError, settings: BusSettings) -> str:
     """What to do when a bus cannot be opened at all."""
     if settings.kind is BusKind.TCP:
@@ -512,6 +537,7 @@ __all__ = [
     "ProfileFit",
     "ScanProgress",
     "UnitFinding",
+    "add_devices_to_config",
     "builtin_profile_specs",
     "common_lines",
     "find_line",

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,27 @@ async def test_lamp_test_reads_power_that_follows_the_level_and_restores_it(
     assert not broken.passed
 
 
+async def test_lamp_test_without_lighting_rules_uses_the_led_drivers_and_fails_a_dead_one(
+        tmp_path: Path, broker: MosquittoBroker) -> None:
+    """Commissioning comes before the rules: the lamps are found by their profiles."""
+    from simulators.devices import Fault
+
+    async with site() as (sim, dust):
+        path = site_config(tmp_path, sim, dust, broker_url=broker.url, lighting=None)
+        lamps = sorted(n for n in sim.devices if n.startswith("lamp-"))
+        report = await run_checks(path, dataclass_replace(FAST, lamp_test=True))
+        sim.devices[lamps[-1]].fault = Fault.silent()
+        dead = await run_checks(path, dataclass_replace(FAST, lamp_test=True))
+    assert len(lamps) >= 2
+    row = by_key(report)["lamp-test:lamps"]
+    assert row.status is Status.PASS, (row.detail, row.hint)
+    steps = {s["level"]: s for s in row.data["steps"]}
+    assert set(steps[100.0]["power_w"]) == {f"{n}/dim_level" for n in lamps}
+    failed = by_key(dead)["lamp-test:lamps"]
+    assert failed.status is Status.FAIL and lamps[-1] in failed.detail
+    assert not dead.passed
+
+
 # --------------------------------------------------------------------------- CLI, report
 async def test_cli_check_exit_codes_and_commissioning_report(
         tmp_path: Path, broker: MosquittoBroker) -> None:
@@ -307,3 +329,27 @@ async def test_tls_end_to_end_with_the_provisioned_identity(tmp_path: Path) -> N
 
 def dataclass_replace(options: CheckOptions, **changes: Any) -> CheckOptions:
     return dataclasses.replace(options, **changes)
+
+
+async def test_the_agent_check_looks_for_the_agent_of_this_config(tmp_path: Path) -> None:
+    """Not any `edgegw run` on the machine: the one answering on this config's socket."""
+    from gateway.config import load_config
+    from gateway.runtime import Agent
+    from provisioning.ports import agents_of
+
+    path = write_config(tmp_path, {
+        "gateway": {"id": "gw-own"}, "mqtt": {"url": "mqtt://127.0.0.1:9", "connect_timeout": 1},
+        "store": {"path": str(tmp_path / "store.db")},
+        "service": {"control_socket": str(tmp_path / "run" / "c.sock"), "connect_jitter": 0}})
+    cfg = load_config(path)
+    sock = cfg.service.control_socket
+    assert await asyncio.to_thread(agents_of, path, sock) == ()
+    async with Agent(cfg, control=True):
+        async with asyncio.timeout(10):
+            while not os.path.exists(sock):  # noqa: ASYNC110, ASYNC240
+                await asyncio.sleep(0.02)
+        found = await asyncio.to_thread(agents_of, path, sock)
+        other = await asyncio.to_thread(agents_of, tmp_path / "other.yaml",
+                                         tmp_path / "none.sock")
+    assert [h.pid for h in found] == [os.getpid()]
+    assert other == ()

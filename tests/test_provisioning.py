@@ -513,6 +513,49 @@ async def test_cli_scan_prints_table_snippet_and_json(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "no bus named 'nope'" in bad.output
 
 
+async def test_cli_scan_write_adds_the_devices_keeping_comments(tmp_path: Path) -> None:
+    async with open_spec(SPEC, ephemeral=True) as sim:
+        config = tmp_path / "config.yaml"
+        text = ("# cabinet 42, Main Street\n"
+                "gateway: {id: gw-s}   # from provisioning\n"
+                f"buses:\n  - {{name: lan, type: modbus-tcp, host: 127.0.0.1, "
+                f"port: {sim.tcp[0].port}, timeout: 0.3}}\n"
+                "devices:\n"
+                "  # the lamps\n"
+                "  - {name: lamp-1, bus: lan, unit: 1, profile: 'builtin:led-driver'}\n")
+        config.write_text(text)
+        args = ["scan", "--config", str(config), "--bus", "lan", "--units", "1-3", "--write"]
+        wrote = await asyncio.to_thread(runner.invoke, app, args)
+        again = await asyncio.to_thread(runner.invoke, app, args)
+        # a layout it will not edit: `devices:` followed by another section
+        other = tmp_path / "other.yaml"
+        other.write_text(text + "store: {path: /tmp/x.db}\n")
+        beside = await asyncio.to_thread(runner.invoke, app,
+                                         ["scan", "--config", str(other), "--bus", "lan",
+                                          "--units", "1-3", "--write"])
+    assert wrote.exit_code == 0, wrote.output
+    assert "added 1 device(s)" in wrote.output
+    new = config.read_text()
+    assert new.startswith(text)                        # comments and all, as they were
+    assert new[len(text):] == "  - {name: env-2, bus: lan, unit: 2, poll: 10.0, " \
+        "profile: 'builtin:env-sensor'}\n"
+    assert config.with_name("config.yaml.bak").read_text() == text
+    assert [d.name for d in load_config(config).devices] == ["lamp-1", "env-2"]
+    assert again.exit_code == 0 and "nothing new to add" in again.output
+    assert beside.exit_code == 0 and "other.scan.yaml" in beside.output
+    assert other.read_text().endswith("store: {path: /tmp/x.db}\n")          # untouched
+    assert "env-2" in (tmp_path / "other.scan.yaml").read_text()
+
+
+def test_paste_ready_yaml_is_never_wrapped() -> None:
+    from provisioning.scan import render_yaml
+
+    long = {"name": "meter-with-a-long-name-1", "bus": "rs485-cabinet-north", "unit": 17,
+            "poll": 10.0, "profile": "builtin:energy-meter", "description": "x" * 120}
+    out = render_yaml("devices", [long])
+    assert out.count("\n") == 2 and len(out.splitlines()[1]) > 200
+
+
 async def test_cli_scan_of_a_dead_tcp_bus_says_what_to_check(tmp_path: Path) -> None:
     levels = {n: logging.getLogger(n).level for n in ("", "drivers", "pymodbus", "edgegw")}
     config = _scan_config(tmp_path, free_port())
