@@ -28,6 +28,7 @@ from policies.alerts import (
     AlertConfigError,
     AlertRules,
     AlertState,
+    LightingDemand,
     evaluate,
     lighting_demands,
     load_alerts,
@@ -71,6 +72,7 @@ class AlertMonitor:
         self._stepped = False
         self.active: tuple[ActiveAlert, ...] = ()
         self.progress: Callable[[], None] = lambda: None
+        self.demands: tuple[LightingDemand, ...] = ()      # what the alerts ask of the lamps
         self._buffer: list[Sample] = []
         self._unsubscribe = latest.subscribe(self._buffer.extend)
         self._wake = asyncio.Event()
@@ -174,6 +176,7 @@ class AlertMonitor:
 
     def _drive_lighting(self, now_ms: int) -> None:
         demands = lighting_demands(self.active, now_ms=now_ms)
+        self.demands = demands
         changes = [d.next_change_ms for d in demands if d.next_change_ms is not None]
         self._next_change = min(changes) if changes else None
         if self._lighting is None:

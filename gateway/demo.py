@@ -85,6 +85,7 @@ class View:
     online: bool | None = None
     last_seq: int | None = None
     gaps: int = 0
+    units: dict[tuple[str, str], str] = field(default_factory=dict)   # from the birth
 
     def add(self, msg: dict[str, Any], size: int, now: float) -> None:
         self.messages += 1
@@ -111,14 +112,24 @@ class View:
             self.events.appendleft(f"{msg.get('type')} {what}".strip())
         elif kind == "state":
             self.online = bool(msg.get("online"))
+            # the birth's catalogue says each point's unit, as it tells the platform
+            cat = (msg.get("detail") or {}).get("catalogue") or {}
+            for row in cat.get("points") or []:
+                if isinstance(row, list) and len(row) >= 4 and row[3]:
+                    self.units[(str(row[0]), str(row[1]))] = str(row[3])
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.1f}"
-    return str(v)
+def _fmt(v: Any, unit: str | None = None) -> str:
+    text = f"{v:.1f}" if isinstance(v, float) else str(v)
+    if unit and v is not None and not isinstance(v, bool):
+        text += "%" if unit == "%" else f" {unit}"
+    return text
 
 
+DEVICE_ROWS = 14         # the screen keeps its layout: more devices are summed up in one line
+
+
+WIDTH = 100              # a fixed width: the columns do not jump between frames
 SHOW = {"lamp": ["dim_level", "lamp_power", "lamp_on"],
         "env": ["illuminance", "temperature", "humidity", "pm25", "noise"],
         "water": ["water_level"], "meter": ["voltage", "active_power", "energy"]}
@@ -133,29 +144,42 @@ def render(view: View, agent: Agent, sim: SimHandle, broker_label: str) -> Group
         f" · link {agent.link_state()} · {view.messages} messages · ",
         f"{view.telemetry_bytes / max(1, view.points):.2f} B/point on the wire",
         (" · seq gaps: " + str(view.gaps)) if view.gaps else "")
-    groups = Table(title="lighting (decided by the gateway)", title_justify="left", expand=True)
-    groups.add_column("group")
-    groups.add_column("level", justify="right")
-    groups.add_column("reason")
+    groups = Table(title="lighting (decided by the gateway)", title_justify="left",
+                   width=WIDTH)
+    groups.add_column("group", width=14, no_wrap=True)
+    groups.add_column("level", justify="right", width=16, no_wrap=True)
+    groups.add_column("reason", no_wrap=True, overflow="ellipsis")
+    flashing = {d.group: d.action for d in (agent.alerts.demands if agent.alerts else ())
+                if d.action.pattern.value == "flash"}
     if agent.lighting is not None:
         for name, g in agent.lighting.snapshot()["groups"].items():
-            groups.add_row(name, f"{g['level']:g} %" if g["level"] is not None else "-",
-                           g["reason"] or "")
-    devices = Table(title="what the platform receives", title_justify="left", expand=True)
-    devices.add_column("device")
-    devices.add_column("last values")
-    devices.add_column("msg/s", justify="right")
-    devices.add_column("B/point", justify="right")
-    for name in sorted(view.devices, key=_natural):
+            flash = flashing.get(name) or flashing.get("*")
+            if flash is not None:
+                level = f"flashing {flash.level:g}/{flash.off_level:g} %"
+            else:
+                level = f"{g['level']:g} %" if g["level"] is not None else "-"
+            groups.add_row(name, level, g["reason"] or "")
+    devices = Table(title="what the platform receives", title_justify="left", width=WIDTH)
+    devices.add_column("device", width=10, no_wrap=True)
+    devices.add_column("last values", no_wrap=True, overflow="ellipsis")
+    devices.add_column("msg/s", justify="right", width=6, no_wrap=True)
+    devices.add_column("B/point", justify="right", width=7, no_wrap=True)
+    names = sorted(view.devices, key=_natural)
+    for name in names[:DEVICE_ROWS]:
         dv = view.devices[name]
         keys = next((v for k, v in SHOW.items() if name.startswith(k)), None)
         shown = {k: dv.values[k] for k in (keys or list(dv.values)[:3]) if k in dv.values}
         recent = [t for t in dv.arrivals if now - t <= 10]
         rate = len({round(t, 1) for t in recent}) / 10
-        devices.add_row(name, "  ".join(f"{k}={_fmt(v)}" for k, v in shown.items()),
+        devices.add_row(name, "  ".join(f"{k}={_fmt(v, view.units.get((name, k)))}"
+                                        for k, v in shown.items()),
                         f"{rate:.1f}", f"{dv.bytes / max(1, dv.points):.2f}")
+    if len(names) > DEVICE_ROWS:
+        rest = names[DEVICE_ROWS:]
+        pts = sum(view.devices[n].points for n in rest)
+        devices.add_row(f"+{len(rest)} more", f"{pts} points received from them", "", "")
     alerts = Table(title="active alerts (raised at the edge)", title_justify="left",
-                   expand=True)
+                   width=WIDTH)
     alerts.add_column("alert")
     alerts.add_column("severity")
     alerts.add_column("device")

@@ -60,6 +60,7 @@ log = logging.getLogger("edgegw.lighting")
 LIGHTING_DEVICE = "lighting"
 _COUNTERS_KEY = "lighting.counters"
 _OVERRIDES_KEY = "lighting.overrides"
+_MAX_COUNT_STEP = 600.0        # seconds one step may add to burning hours and energy
 RULES_KEY = "lighting.rules"
 
 
@@ -367,7 +368,9 @@ class LightingController:
 
     def _count(self, res: Resolution, wall: float) -> None:
         if self._last_tick is not None:
-            dt_s = min(max(0.0, wall - self._last_tick), 5.0 * self.tick)
+            # the wall clock's own time (the demo's street clock runs 60x); a jump of the
+            # clock itself (set by NTP or sync_time) counts at most _MAX_COUNT_STEP
+            dt_s = min(max(0.0, wall - self._last_tick), _MAX_COUNT_STEP)
             levels = {name: d.level for name, d in res.groups.items()}
             self.counters = accumulate(self.counters, levels=levels,
                                        rated_w=self.rules.rated_watts(), dt_s=dt_s)

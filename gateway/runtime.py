@@ -288,10 +288,14 @@ class Agent:
         if self.notifier is not None:
             self.notifier.stopping()
         self.events.emit(EventType.AGENT_STOP, None, {})
-        for name in [n for n in sup.components
-                     if n.startswith(("bus:", "serial:"))] + ["alerts", "lighting", "health",
-                                                              "control", "watchdog",
-                                                              "status-line"]:
+        # the loops that write to the buses first, then the buses (asked to finish their
+        # transaction: a driver that swallows a cancellation cannot hold the stop up)
+        for name in ("alerts", "lighting"):
+            await sup.stop(name)
+        for bus in self.buses.values():
+            bus.request_stop()
+        for name in [n for n in sup.components if n.startswith(("bus:", "serial:"))] + [
+                "health", "control", "watchdog", "status-line"]:
             await sup.stop(name)
         for bus in self.buses.values():
             await bus.close()

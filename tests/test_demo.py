@@ -27,3 +27,16 @@ def test_demo_refuses_bad_arguments() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--poles 0" in proc.stderr
+
+
+def test_the_demo_view_shows_units_from_the_birth() -> None:
+    from gateway.demo import View, _fmt
+
+    view = View()
+    view.add({"kind": "state", "online": True, "detail": {"catalogue": {
+        "epoch": 1, "version": 1, "points": [["env-1", "temperature", "float", "degC", 1],
+                                             ["lamp-1", "dim_level", "int", "%", 0]]}}},
+             100, 0.0)
+    assert view.units == {("env-1", "temperature"): "degC", ("lamp-1", "dim_level"): "%"}
+    assert _fmt(23.44, view.units[("env-1", "temperature")]) == "23.4 degC"
+    assert _fmt(60, "%") == "60%" and _fmt(True, "W") == "True" and _fmt(None, "W") == "None"

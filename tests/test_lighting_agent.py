@@ -194,3 +194,29 @@ async def test_burning_hours_and_energy_survive_a_restart(broker: MosquittoBroke
             assert again.lighting is not None
             restored = again.lighting.counters.groups["street"]
             assert restored.burning_s >= saved                 # carried over, not reset
+
+
+async def test_counters_follow_a_fast_street_clock() -> None:
+    """The demo's street clock runs 60 x real time: burning hours follow it (they used to be
+    capped at 5 s a tick, so 11 street hours showed 0.9 h)."""
+    async with open_spec(SPEC, ephemeral=True) as sim:
+        from zoneinfo import ZoneInfo
+
+        start = dt.datetime(2026, 12, 1, 23, 30, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
+        t0 = time.time()
+
+        def street() -> float:
+            return start + 60 * (time.time() - t0)
+
+        cfg = gateway_config(sim, broker_url="mqtt://127.0.0.1:1", store=Path("/nonexistent"),
+                             extra={"gateway": {"id": "gw-fast", "location": PARIS,
+                                                "has_rtc": True}, "lighting": RULES})
+        async with Agent(cfg, uplink=False, wall_clock=street) as agent:
+            assert agent.lighting is not None
+            await until(lambda: agent.lighting is not None
+                        and agent.lighting.counters.groups.get("street") is not None
+                        and agent.lighting.counters.groups["street"].burning_s >= 120,
+                        within=10)
+            real = time.time() - t0
+            burning = agent.lighting.counters.groups["street"].burning_s
+    assert burning >= 30 * real          # street seconds, not real ones

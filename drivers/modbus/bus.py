@@ -162,7 +162,8 @@ class ModbusBus:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()     # one transaction at a time, whoever calls
-        self._closed = False
+        self._closed = False            # no new transaction starts (stop requested)
+        self._shut = False              # close() ran
         self.first_cycle_done = asyncio.Event()
         self._reconnect = Backoff(first=0.5, cap=max(0.5, settings.reconnect_cap))
         # called at every step of the bus task: a supervisor's heartbeat (a wedged bus stops
@@ -177,9 +178,16 @@ class ModbusBus:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def request_stop(self) -> None:
+        """Ask the bus task to end after its current transaction (a driver that swallows a
+        cancellation cannot keep it running)."""
+        self._closed = True
+        self._wake.set()
+
     async def close(self) -> None:
-        if self._closed:
+        if self._shut:
             return
+        self._shut = True
         self._closed = True
         if self._task is not None:
             self._task.cancel()
