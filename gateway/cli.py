@@ -497,57 +497,222 @@ app.add_typer(rules_app, name="rules")
 
 @rules_app.command("preview")
 def rules_preview(
-    config: ConfigOpt,
-    date: Annotated[str, typer.Option("--date", help="The night that begins on YYYY-MM-DD.")],
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="A gateway config: its lighting section and location.")] = None,
+    rules: Annotated[Path | None, typer.Option(
+        "--rules", help="A lighting rules file on its own (`lighting:` inside or at the top); "
+                        "the location from --lat/--lon/--tz or --config.")] = None,
+    date: Annotated[list[str] | None, typer.Option(
+        "--date", help="A night that begins on YYYY-MM-DD (repeatable).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="First night, YYYY-MM-DD.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last night, YYYY-MM-DD.")] = None,
+    days: Annotated[int | None, typer.Option(
+        "--days", help="This many nights from the first one.")] = None,
+    lat: Annotated[float | None, typer.Option("--lat", help="Latitude, degrees.")] = None,
+    lon: Annotated[float | None, typer.Option("--lon", help="Longitude, degrees.")] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="Time zone, e.g. Asia/Ho_Chi_Minh.")
+                  ] = None,
     step: Annotated[float, typer.Option("--step", help="Resolution in minutes.")] = 1.0,
-    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table, json or svg.")] = "table",
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Where --format svg writes (default lighting-preview.svg).")
+    ] = None,
 ) -> None:
-    """Every lighting group's level through a night, why it changes, and the energy used."""
+    """Every lighting group's level through the nights, why it changes, the energy and the
+    saving; as a table, JSON, or an SVG chart (a range of more than a week: by month)."""
+
+    from policies.lighting import (
+        LightingConfigError,
+        Location,
+        parse_lighting,
+        preview,
+        preview_to_json,
+        validate,
+    )
+    from policies.lighting.chart import NIGHTS_DRAWN, by_month, preview_svg
+
+    if fmt not in ("table", "json", "svg"):
+        fail(f"--format {fmt!r}: expected table, json or svg", code=2)
+    if not 0 < step <= 60:
+        fail(f"--step {step:g}: expected 0 < MINUTES <= 60", code=2)
+    nights = _nights(date, from_, to, days)
+    raw, location, source = _preview_rules(config, rules, lat, lon, tz)
+    try:
+        loc = location or (Location(lat=lat, lon=lon, timezone=tz)
+                           if lat is not None and lon is not None and tz else None)
+    except ValueError as err:
+        fail(f"--lat/--lon/--tz: {err}", code=2)
+    if loc is None:
+        fail("the preview needs a location: give --lat, --lon and --tz, or --config with "
+             "gateway.location", code=2)
+    try:
+        parsed = parse_lighting(raw, location=loc)
+    except LightingConfigError as err:
+        for where, msg in err.problems:
+            typer.echo(f"{source}: lighting.{where}: {msg}" if where
+                       else f"{source}: lighting: {msg}", err=True)
+        raise typer.Exit(2) from None
+    previews = [preview(parsed, None, day, step_minutes=step) for day in nights]
+    warnings = [str(w) for w in validate(parsed, None, year=nights[0].year)]
+    notes = _sensor_notes(parsed)
+    if fmt == "json":
+        doc: dict[str, Any] = (preview_to_json(previews[0]) if len(previews) == 1 else
+                               {"nights": [preview_to_json(p) for p in previews]})
+        doc["months"] = [{"month": m.month, "nights": m.nights, "energy_kwh": m.energy_kwh,
+                          "full_on_kwh": m.full_on_kwh, "burning_hours": m.burning_hours}
+                         for m in by_month(previews)]
+        doc["warnings"], doc["not_simulated"] = warnings, notes
+        typer.echo(json.dumps(doc, indent=2, default=str))
+        return
+    if fmt == "svg":
+        path = output or Path("lighting-preview.svg")
+        try:
+            path.write_text(preview_svg(previews, title=f"lighting: {Path(source).name}",
+                                        notes=[*(f"warning: {w}" for w in warnings), *notes]))
+        except OSError as err:
+            fail(f"{path}: cannot write: {err.strerror}", code=1)
+        typer.echo(f"wrote {path} ({len(previews)} night(s)"
+                   + (", by month" if len(previews) > NIGHTS_DRAWN else "") + ")")
+        return
+    _print_previews(previews, warnings, notes, by_month(previews)
+                    if len(previews) > NIGHTS_DRAWN else None)
+
+
+def _nights(dates: list[str] | None, from_: str | None, to: str | None,
+            days: int | None) -> list[Any]:
+    """The nights asked for, in order (default: tonight)."""
+    import datetime as dt
+
+    def day(text: str, opt: str) -> dt.date:
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            fail(f"{opt} {text!r}: expected YYYY-MM-DD", code=2)
+
+    if days is not None and not 1 <= days <= 400:
+        fail(f"--days {days}: expected 1..400", code=2)
+    if from_ is not None:
+        first = day(from_, "--from")
+        last = day(to, "--to") if to is not None else first + dt.timedelta(
+            days=(days or 1) - 1)
+        if last < first:
+            fail(f"--to {last} is before --from {first}", code=2)
+        n = (last - first).days + 1
+        if n > 400:
+            fail(f"{n} nights: preview at most 400 at a time", code=2)
+        return [first + dt.timedelta(days=i) for i in range(n)]
+    if to is not None:
+        fail("--to needs --from", code=2)
+    picked = sorted({day(d, "--date") for d in dates or []}) or [dt.date.today()]
+    if days is not None:
+        picked = [picked[0] + dt.timedelta(days=i) for i in range(days)]
+    return picked
+
+
+def _preview_rules(config: Path | None, rules: Path | None, lat: float | None,
+                   lon: float | None, tz: str | None) -> tuple[Any, Any, str]:
+    """(the raw lighting rules, the location if the config gives one, where they came from)."""
+    if config is None and rules is None:
+        fail("give --config PATH, or --rules FILE with --lat, --lon and --tz", code=2)
+    location = None
+    raw: Any = None
+    source = str(rules or config)
+    if config is not None:
+        cfg = load_or_exit(config)
+        location = cfg.gateway.location
+        raw = cfg.lighting
+        if rules is None and not raw:
+            fail(f"{config}: no lighting section to preview", code=2,
+                 hint="see docs/lighting-rules.md for the `lighting:` section, or give --rules")
+    if rules is not None:
+        import yaml
+
+        from gateway.config import load_yaml
+
+        try:
+            doc = load_yaml(rules.read_text())
+        except OSError as err:
+            fail(f"{rules}: cannot read: {err.strerror}", code=2)
+        except yaml.YAMLError as err:
+            fail(f"{rules}: not valid YAML: {err}", code=2)
+        raw = doc.get("lighting", doc) if isinstance(doc, dict) else doc
+        if not isinstance(raw, dict):
+            fail(f"{rules}: expected the lighting rules (a mapping, `lighting:` inside or at "
+                 "the top)", code=2)
+    if lat is not None or lon is not None or tz is not None:
+        if lat is None or lon is None or not tz:
+            fail("give all three of --lat, --lon and --tz", code=2)
+        location = None                      # the options win over the config's
+    return raw, location, source
+
+
+def _sensor_notes(rules: Any) -> list[str]:
+    """What the preview cannot know: sensors decide these (it assumes no motion, no switch, and
+    daylight as the sun gives it)."""
+    out = []
+    for g in rules.groups:
+        parts = [name for name, on in (("light sensor (illuminance)", g.illuminance),
+                                       ("motion boost", g.motion),
+                                       ("sensor thresholds", g.thresholds),
+                                       ("cabinet switches", g.switches)) if on]
+        if parts:
+            out.append(f"group {g.name}: {', '.join(parts)} not simulated (they act on "
+                       "readings the preview does not have)")
+    return out
+
+
+def _print_previews(previews: list[Any], warnings: list[str], notes: list[str],
+                    months: list[Any] | None) -> None:
     import datetime as dt
 
     from rich.console import Console
     from rich.table import Table
 
-    from policies.lighting import parse_lighting, preview, preview_to_json
-
-    if fmt not in ("table", "json"):
-        fail(f"--format {fmt!r}: expected table or json", code=2)
-    try:
-        day = dt.date.fromisoformat(date)
-    except ValueError:
-        fail(f"--date {date!r}: expected YYYY-MM-DD", code=2)
-    if not 0 < step <= 60:
-        fail(f"--step {step:g}: expected 0 < MINUTES <= 60", code=2)
-    cfg = load_or_exit(config)
-    if not cfg.lighting:
-        fail(f"{config}: no lighting section to preview", code=2,
-             hint="see docs/lighting-rules.md for the `lighting:` section")
-    rules = parse_lighting(cfg.lighting, location=cfg.gateway.location)
-    p = preview(rules, None, day, step_minutes=step)
-    if fmt == "json":
-        typer.echo(json.dumps(preview_to_json(p), indent=2, default=str))
-        return
     console = Console()
-    tz = p.start.tzinfo
-
-    def hm(t: dt.datetime | None) -> str:
-        return "-" if t is None else t.astimezone(tz).strftime("%H:%M")
-
-    polar = "" if p.polar.value == "normal" else f" [{p.polar.value}]"
-    console.print(f"[bold]Night of {p.night}[/bold] ({p.timezone}): sunset {hm(p.sunset)}, "
-                  f"civil dusk {hm(p.civil_dusk)}, civil dawn {hm(p.civil_dawn)}, "
-                  f"sunrise {hm(p.sunrise)}{polar}")
-    for g in p.groups:
-        table = Table(title=f"group {g.name} ({g.rated_w:g} W at 100 %)", title_justify="left")
-        table.add_column("time")
-        table.add_column("level", justify="right")
-        table.add_column("reason")
-        for c in g.changes:
-            table.add_row(c.at.astimezone(tz).strftime("%a %H:%M"), f"{c.level:g} %", c.reason)
+    for w in warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape_markup(w)}")
+    for n in notes:
+        console.print(f"[yellow]note:[/yellow] {escape_markup(n)}")
+    if months is not None:
+        table = Table(title=f"{previews[0].night} to {previews[-1].night}, by month",
+                      title_justify="left")
+        for col in ("month", "nights", "energy kWh", "always 100 % kWh", "saved",
+                    "burning h"):
+            table.add_column(col, justify="left" if col == "month" else "right")
+        for m in months:
+            saving = "-" if m.saving_pct is None else f"{m.saving_pct:.1f} %"
+            table.add_row(m.month, str(m.nights), f"{m.energy_kwh:.2f}",
+                          f"{m.full_on_kwh:.2f}", saving, f"{m.burning_hours:.1f}")
         console.print(table)
-        saving = "-" if g.saving_pct is None else f"{g.saving_pct:.1f} %"
-        console.print(f"  burning {g.burning_hours:.2f} h · {g.energy_kwh:.3f} kWh · "
-                      f"always 100 %: {g.full_on_kwh:.3f} kWh · saved {saving}")
+        return
+    for p in previews:
+        tz = p.start.tzinfo
+
+        def hm(t: dt.datetime | None, tz: Any = tz) -> str:
+            return "-" if t is None else t.astimezone(tz).strftime("%H:%M")
+
+        polar = "" if p.polar.value == "normal" else f" [{p.polar.value}]"
+        console.print(f"[bold]Night of {p.night}[/bold] ({p.timezone}): sunset "
+                      f"{hm(p.sunset)}, civil dusk {hm(p.civil_dusk)}, civil dawn "
+                      f"{hm(p.civil_dawn)}, sunrise {hm(p.sunrise)}{polar}")
+        for g in p.groups:
+            table = Table(title=f"group {g.name} ({g.rated_w:g} W at 100 %)",
+                          title_justify="left")
+            table.add_column("time")
+            table.add_column("level", justify="right")
+            table.add_column("reason")
+            for c in g.changes:
+                table.add_row(c.at.astimezone(tz).strftime("%a %H:%M"), f"{c.level:g} %",
+                              escape_markup(c.reason))
+            console.print(table)
+            saving = "-" if g.saving_pct is None else f"{g.saving_pct:.1f} %"
+            console.print(f"  burning {g.burning_hours:.2f} h · {g.energy_kwh:.3f} kWh · "
+                          f"always 100 %: {g.full_on_kwh:.3f} kWh · saved {saving}")
+
+
+def escape_markup(text: str) -> str:
+    from rich.markup import escape
+    return escape(text)
 
 
 def main() -> None:

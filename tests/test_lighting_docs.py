@@ -32,3 +32,22 @@ def test_the_docs_open_with_the_example_file() -> None:
     example = (ROOT / "examples" / "lighting-main-street.yaml").read_text()
     body = example[example.index("lighting:"):]
     assert BLOCKS[0] == body
+
+
+def test_the_preview_outputs_in_the_doc_are_what_the_command_prints() -> None:
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    blocks = re.findall(r"```console\n\$ (edgegw rules preview [^\n]+)\n(.*?)\n```", DOC,
+                        re.DOTALL)
+    assert len(blocks) >= 2
+    for command, shown in blocks:
+        args = shlex.split(command)[1:]
+        out = subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120,
+                             env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0, out.stderr
+        printed = "\n".join(line.rstrip() for line in out.stdout.rstrip("\n").split("\n"))
+        assert printed == shown, command

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,81 @@ def test_accumulating_in_pieces_equals_accumulating_at_once(level: float, watts:
         pieces = accumulate(pieces, levels={"g": level}, rated_w={"g": watts}, dt_s=p)
     assert pieces.groups["g"].burning_s == pytest.approx(whole.groups["g"].burning_s)
     assert pieces.groups["g"].energy_wh == pytest.approx(whole.groups["g"].energy_wh)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- the operator's command line
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "rules", "preview", *args],
+                          capture_output=True, text=True, timeout=120, cwd=cwd or ROOT)
+
+
+SAIGON = ["--lat", "10.7769", "--lon", "106.7009", "--tz", "Asia/Ho_Chi_Minh"]
+EXAMPLE_RULES = ROOT / "examples" / "lighting-main-street.yaml"
+
+
+def test_a_rules_file_on_its_own_previews_several_nights_with_notes(tmp_path: Path) -> None:
+    out = _cli("--rules", str(EXAMPLE_RULES), *SAIGON, "--date", "2026-12-24",
+               "--date", "2026-12-22")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    # both nights, in order (a repeated --date used to keep the last one only)
+    assert text.index("Night of 2026-12-22") < text.index("Night of 2026-12-24")
+    assert "motion boost not simulated" in text and "light sensor" in text
+    assert "weekend or holiday" in text.split("Night of 2026-12-24")[1]   # Christmas Eve
+
+
+def test_load_warnings_are_shown(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text("programs:\n  p: {steps: [{at: sunset, level: 80}, {at: '06:00', level: "
+                     "off}]}\n  unused: {steps: [{at: '18:00', level: 50}]}\n"
+                     "groups: [{name: g, program: p, outputs: [{gpio: relay-1}]}]\n")
+    out = _cli("--rules", str(rules), *SAIGON, "--date", "2026-06-21")
+    assert out.returncode == 0, out.stderr
+    assert "warning:" in out.stdout and "not used by any group" in out.stdout
+
+
+def test_a_year_as_a_chart_and_by_month(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    svg = tmp_path / "year.svg"
+    out = _cli("--rules", str(EXAMPLE_RULES), *SAIGON, "--from", "2026-01-01", "--to",
+               "2026-03-31", "--step", "10", "--format", "svg", "-o", str(svg))
+    assert out.returncode == 0, out.stderr
+    assert "90 night(s), by month" in out.stdout
+    root = ET.fromstring(svg.read_text())
+    texts = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
+    assert "2026-01" in texts and "2026-03" in texts and "saved" in texts
+    month = _cli("--rules", str(EXAMPLE_RULES), *SAIGON, "--from", "2026-01-01", "--days", "40",
+                 "--step", "10", "--format", "json")
+    data = json.loads(month.stdout)
+    assert [m["month"] for m in data["months"]] == ["2026-01", "2026-02"]
+    assert [m["nights"] for m in data["months"]] == [31, 9]
+    assert len(data["nights"]) == 40 and data["not_simulated"]
+
+
+def test_a_night_as_a_chart_marks_the_sun_and_the_changes(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    svg = tmp_path / "night.svg"
+    out = _cli("--rules", str(EXAMPLE_RULES), *SAIGON, "--date", "2026-12-24",
+               "--format", "svg", "-o", str(svg))
+    assert out.returncode == 0, out.stderr
+    root = ET.fromstring(svg.read_text())
+    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert any(t.startswith("sunset 17:") for t in texts)
+    assert any(t.startswith("sunrise 06:") for t in texts)
+    assert any(t.startswith("80% astro sunset-10m") for t in texts)
+    assert any(t.startswith("saved ") for t in texts)
+    assert len(list(root.iter("{http://www.w3.org/2000/svg}polyline"))) == 1   # one group
+
+
+def test_preview_argument_errors_say_what_to_give() -> None:
+    assert "give --config PATH, or --rules FILE" in _cli("--date", "2026-01-01").stderr
+    no_loc = _cli("--rules", str(EXAMPLE_RULES), "--date", "2026-01-01")
+    assert no_loc.returncode == 2 and "needs a location" in no_loc.stderr
+    bad = _cli("--rules", str(EXAMPLE_RULES), *SAIGON, "--from", "2026-02-01", "--to",
+               "2026-01-01")
+    assert bad.returncode == 2 and "before --from" in bad.stderr
