@@ -240,3 +240,45 @@ def test_short_burns_fixed_on_times_in_daylight_and_a_dark_failsafe_are_warnings
     assert got["programs.evening.steps"].startswith(
         "group g would be lit for less than min_burn_minutes (30) on ")
     assert "it is kept on for 30 min" in got["programs.evening.steps"]
+
+
+def test_a_countrys_holidays_follow_the_lunar_calendar_every_year() -> None:
+    """`holidays: [{country: VN}]` gives Tết in every year (2026-02-17, 2027-02-06)."""
+    import datetime as dt
+
+    from policies.lighting import parse_lighting
+    from policies.lighting.schedule import select_steps
+
+    raw = {"holidays": [{"country": "vn"}, "12-24"],
+           "programs": {"p": {"steps": [{"at": "18:00", "level": 100},
+                                        {"at": "06:00", "level": "off"}],
+                              "calendar": [{"name": "holiday", "holidays": True,
+                                            "steps": [{"at": "18:00", "level": 80},
+                                                      {"at": "06:00", "level": "off"}]}]}},
+           "groups": [{"name": "g", "program": "p", "outputs": [{"gpio": "relay-1"}]}]}
+    from policies.lighting import Location
+
+    rules = parse_lighting(raw, location=Location(lat=10.78, lon=106.7,
+                                                  timezone="Asia/Ho_Chi_Minh"))
+    program = rules.programs["p"]
+    for night in (dt.date(2026, 2, 17), dt.date(2027, 2, 6), dt.date(2027, 9, 2),
+                  dt.date(2026, 12, 24)):
+        assert select_steps(program, rules.holidays, night)[0] == 0, night
+    assert select_steps(program, rules.holidays, dt.date(2027, 3, 10))[0] is None
+    assert rules.holidays[0].label == "VN public holidays"
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"country": "XX"}, "'XX' is not a country the holidays library knows"),
+    ({"country": "DE", "subdivision": "ZZ"}, "'ZZ' is not a subdivision of DE"),
+    ({"country": "VN", "year": 2026}, "unknown key(s) year"),
+])
+def test_an_unknown_country_is_a_located_error(spec: dict[str, object], message: str) -> None:
+    from policies.lighting import LightingConfigError, parse_lighting
+
+    raw = {"holidays": [spec], "programs": {"p": {"steps": [{"at": "18:00", "level": 100}]}},
+           "groups": [{"name": "g", "program": "p", "outputs": [{"gpio": "relay-1"}]}]}
+    with pytest.raises(LightingConfigError) as info:
+        parse_lighting(raw, location=None)
+    assert any(p == "holidays[0]" and message in m for p, m in info.value.problems), \
+        info.value.problems

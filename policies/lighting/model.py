@@ -12,6 +12,7 @@ plans per program object.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterator
 from enum import StrEnum
@@ -244,20 +245,32 @@ def _one_date(v: Any) -> tuple[dt.date, bool]:
 
 
 class DateSpec(_Model):
-    """One night or a range of nights, either on given dates or every year (``MM-DD``).
+    """One night or a range of nights, either on given dates or every year (``MM-DD``), or a
+    country's public holidays.
 
     Written ``2026-12-24``, ``12-24`` (every year), ``{from: 2026-12-24, to: 2026-12-26}`` or
-    ``{from: 12-24, to: 01-01}`` (a yearly range may wrap over the new year). A date names the
-    night that begins on that date's evening.
+    ``{from: 12-24, to: 01-01}`` (a yearly range may wrap over the new year), or
+    ``{country: VN}`` / ``{country: DE, subdivision: BY}``: every public holiday of that country
+    (or region) in every year, lunar ones such as Tết included, from the ``holidays`` library. A
+    date names the night that begins on that date's evening.
     """
 
-    start: dt.date
-    end: dt.date
+    start: dt.date = dt.date(2000, 1, 1)
+    end: dt.date = dt.date(2000, 1, 1)
     yearly: bool = False
+    country: str | None = None
+    subdivision: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _coerce(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "country" in v:
+            extra = set(v) - {"country", "subdivision"}
+            if extra:
+                raise ValueError(f"unknown key(s) {', '.join(sorted(map(str, extra)))} "
+                                 "(a country's holidays are {country: VN, subdivision: ...})")
+            country, sub = _check_country(v.get("country"), v.get("subdivision"))
+            return {"country": country, "subdivision": sub}
         if isinstance(v, dict) and ("from" in v or "to" in v):
             extra = set(v) - {"from", "to"}
             if extra:
@@ -282,6 +295,8 @@ class DateSpec(_Model):
 
     def matches(self, day: dt.date) -> bool:
         """Whether the night of `day` falls in this spec."""
+        if self.country is not None:
+            return day in _public_holidays(self.country, self.subdivision, day.year)
         if not self.yearly:
             return self.start <= day <= self.end
         md = (day.month, day.day)
@@ -289,7 +304,11 @@ class DateSpec(_Model):
         return lo <= md <= hi if lo <= hi else (md >= lo or md <= hi)
 
     def days(self) -> Iterator[dt.date]:
-        """Every date covered (yearly specs in the reference leap year)."""
+        """Every date covered (yearly specs, and a country's holidays, in the reference leap
+        year)."""
+        if self.country is not None:
+            yield from sorted(_public_holidays(self.country, self.subdivision, _LEAP))
+            return
         day = self.start
         end = self.end if self.end >= self.start else dt.date(_LEAP + 1, self.end.month,
                                                               self.end.day)
@@ -299,13 +318,48 @@ class DateSpec(_Model):
 
     @property
     def label(self) -> str:
+        if self.country is not None:
+            where = self.country + (f"-{self.subdivision}" if self.subdivision else "")
+            return f"{where} public holidays"
         fmt = "%m-%d" if self.yearly else "%Y-%m-%d"
         a, b = self.start.strftime(fmt), self.end.strftime(fmt)
         return a if a == b else f"{a}..{b}"
 
 
+def _check_country(country: Any, subdivision: Any) -> tuple[str, str | None]:
+    """A country code (and subdivision) the holidays library knows; ValueError otherwise."""
+    import holidays  # only when a config names a country: it takes ~50 ms to import
+
+    if not isinstance(country, str) or not country.strip():
+        raise ValueError("country must be an ISO 3166 code, e.g. VN")
+    code = country.strip().upper()
+    known = holidays.list_supported_countries()
+    if code not in known:
+        raise ValueError(f"{country!r} is not a country the holidays library knows (ISO 3166 "
+                         "alpha-2 codes, e.g. VN, DE, FR, US)")
+    if subdivision is None:
+        return code, None
+    sub = str(subdivision).strip().upper()
+    if sub not in known[code]:
+        raise ValueError(f"{subdivision!r} is not a subdivision of {code} (known: "
+                         f"{', '.join(known[code][:12]) or 'none'}"
+                         f"{', ...' if len(known[code]) > 12 else ''})")
+    return code, sub
+
+
+@functools.lru_cache(maxsize=64)
+def _public_holidays(country: str, subdivision: str | None, year: int) -> frozenset[dt.date]:
+    import holidays
+
+    return frozenset(holidays.country_holidays(country, subdiv=subdivision, years=year))
+
+
 def dates_overlap(a: DateSpec, b: DateSpec) -> dt.date | None:
-    """A night both specs cover, if any (for yearly specs, in the reference leap year)."""
+    """A night both specs cover, if any (for yearly specs and a country's holidays, in the
+    reference leap year)."""
+    if a.country is not None or b.country is not None:
+        fixed, other = (a, b) if b.country is not None else (b, a)
+        return next((d for d in fixed.days() if other.matches(d)), None)
     if not a.yearly and not b.yearly:
         lo, hi = max(a.start, b.start), min(a.end, b.end)
         return lo if lo <= hi else None
