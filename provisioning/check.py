@@ -1084,7 +1084,7 @@ def _report(path: Path, cfg: Config | None, started: float,
     gateway: dict[str, Any] = {}
     if cfg is not None:
         gateway = cfg.gateway.model_dump(mode="json")
-    return CheckReport(config_path=str(path), gateway=gateway,
+    return CheckReport(config_path=str(path.resolve()), gateway=gateway,
                        config_digest=cfg.digest() if cfg is not None else None,
                        started_at=started, finished_at=time.time(), results=tuple(results),
                        versions=versions(), host=socket.gethostname())
@@ -1148,6 +1148,14 @@ def report_text(report: CheckReport, *, width: int = 78) -> str:
         lines += _wrap(r.detail, width, " " * 10)
         if r.hint and r.status in (Status.FAIL, Status.WARN):
             lines += _wrap(f"what to do: {r.hint}", width, " " * 10)
+        table = lamp_watts(r)
+        if table:
+            levels, rows = table
+            lines.append(" " * 10 + f"{'lamp':<24}" + "".join(f"{f'{lv:g} %':>10}"
+                                                              for lv in levels))
+            for name, watts in rows:
+                lines.append(" " * 10 + f"{name:<24}" + "".join(
+                    f"{_fmt_w(w):>10}" for w in watts))
     lines += ["", "-" * width, "Versions: " + ", ".join(f"{k} {v}" for k, v in
                                                          report.versions.items()), "",
               "Technician: ______________________   Signature: ______________________",
@@ -1156,22 +1164,95 @@ def report_text(report: CheckReport, *, width: int = 78) -> str:
     return "\n".join(lines)
 
 
+def lamp_watts(r: CheckResult) -> tuple[list[float], list[tuple[str, list[float | None]]]] \
+        | None:
+    """A lamp test's power per lamp at each level: (levels, [(lamp, [watts...])]); None for
+    any other check (or a test that read no power)."""
+    if not r.key.startswith("lamp-test") or not isinstance(r.data, Mapping):
+        return None
+    steps = r.data.get("steps") or []
+    if not steps:
+        return None
+    levels = [float(s["level"]) for s in steps]
+    lamps = sorted({k for s in steps for k in (s.get("power_w") or {})})
+    if not lamps:
+        return None
+    rows = [(lamp.removesuffix("/dim_level"), [(s.get("power_w") or {}).get(lamp)
+                                                for s in steps]) for lamp in lamps]
+    return levels, rows
+
+
+def report_html(report: CheckReport) -> str:
+    """The same report as a printable HTML page (A4, no network: styles inline)."""
+    from html import escape as h
+
+    gw = report.gateway
+    loc = gw.get("location") or {}
+    c = report.counts()
+    verdict = "PASS: all checks passed" if report.passed else f"FAIL: {c['fail']} failed"
+    colour = {Status.PASS: "#1c7c1c", Status.WARN: "#a66400", Status.FAIL: "#b01c1c",
+              Status.SKIP: "#666"}
+    head = [("Gateway", gw.get("id", "(config invalid)")), ("Site", gw.get("site", "")),
+            ("Groups", ", ".join(gw.get("groups", []) or [])),
+            ("Location", f"{loc.get('lat')}, {loc.get('lon')} ({loc.get('timezone')})"
+             if loc else "(not set)"),
+            ("Config", report.config_path + (f" (digest {report.config_digest})"
+                                             if report.config_digest else "")),
+            ("Checked", f"{_iso(report.started_at)} .. {_iso(report.finished_at)}")]
+    out = ["<!doctype html><html><head><meta charset='utf-8'>",
+           f"<title>Commissioning report {h(str(gw.get('id', '')))}</title><style>",
+           "body{font-family:sans-serif;font-size:11pt;margin:2em;max-width:50em}",
+           "table{border-collapse:collapse;margin:.4em 0}td,th{padding:.2em .6em;"
+           "text-align:left;vertical-align:top}.w td,.w th{border:1px solid #ccc;"
+           "text-align:right}.w td:first-child{text-align:left}.hint{color:#555}"
+           "@page{size:A4;margin:1.5cm}</style></head><body>",
+           "<h1>edgegw commissioning report</h1><table>"]
+    out += [f"<tr><th>{h(k)}</th><td>{h(str(v))}</td></tr>" for k, v in head]
+    out.append(f"<tr><th>Verdict</th><td><b>{h(verdict)}</b> ({c['pass']} pass, "
+               f"{c['warn']} warn, {c['fail']} fail, {c['skip']} skipped)</td></tr></table>")
+    out.append("<table>")
+    for i, r in enumerate(report.results, 1):
+        out.append(f"<tr><td>{i}.</td><td style='color:{colour[r.status]}'><b>"
+                   f"{_MARK[r.status]}</b></td><td><b>{h(r.title)}</b><br>{h(r.detail)}")
+        if r.hint and r.status in (Status.FAIL, Status.WARN):
+            out.append(f"<br><span class='hint'>what to do: {h(r.hint)}</span>")
+        table = lamp_watts(r)
+        if table:
+            levels, rows = table
+            out.append("<table class='w'><tr><th>lamp</th>"
+                       + "".join(f"<th>{lv:g} %</th>" for lv in levels) + "</tr>")
+            out += ["<tr><td>" + h(name) + "</td>" + "".join(
+                f"<td>{h(_fmt_w(w))}</td>" for w in watts) + "</tr>" for name, watts in rows]
+            out.append("</table>")
+        out.append("</td></tr>")
+    out.append("</table><p>Versions: " + h(", ".join(f"{k} {v}" for k, v in
+                                                      report.versions.items())) + "</p>")
+    out.append("<p style='margin-top:3em'>Technician: ______________________ &nbsp; "
+               "Signature: ______________________</p><p>Date: ____________ &nbsp; Cabinet "
+               "sealed: &#9744; yes &nbsp; Report handed in: &#9744; yes</p></body></html>\n")
+    return "\n".join(out)
+
+
 def report_paths(file: str | Path) -> tuple[Path, Path]:
-    """(JSON path, text path) for ``--report FILE``: FILE, and FILE with a .txt suffix."""
+    """(JSON path, text path) for ``--report FILE``: FILE, and FILE with a .txt suffix (the
+    printable HTML page goes beside them, FILE with .html)."""
     p = Path(file)
     txt = p.with_suffix(".txt")
-    if txt == p:
-        raise ValueError(f"{p}: the report's JSON goes to FILE and its text to FILE.txt; "
-                         "give a name like report.json")
+    if txt == p or p.with_suffix(".html") == p:
+        raise ValueError(f"{p}: the report's JSON goes to FILE, its text to FILE.txt and its "
+                         "page to FILE.html; give a name like report.json")
     return p, txt
 
 
 def write_report(report: CheckReport, file: str | Path) -> tuple[Path, Path]:
-    """Write both versions of the report atomically; returns their paths."""
+    """Write the report atomically: JSON, text and a printable HTML page; returns the paths
+    of the first two (the page is beside them, with .html)."""
     json_path, txt_path = report_paths(file)
     write_atomic(json_path, (json.dumps(report_json(report), indent=2, default=str) + "\n"
                              ).encode(), mode=PUBLIC_MODE)
     write_atomic(txt_path, report_text(report).encode(), mode=PUBLIC_MODE)
+    write_atomic(json_path.with_suffix(".html"), report_html(report).encode(),
+                 mode=PUBLIC_MODE)
     return json_path, txt_path
 
 
@@ -1180,6 +1261,8 @@ __all__ = [
     "CheckReport",
     "CheckResult",
     "Status",
+    "lamp_watts",
+    "report_html",
     "report_json",
     "report_paths",
     "report_text",

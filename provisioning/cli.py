@@ -90,6 +90,30 @@ def _quiet_logs(verbose: bool) -> Iterator[None]:
             logging.getLogger(n).setLevel(level)
 
 
+def system_timezone(etc: Path = Path("/etc")) -> str | None:
+    """The machine's IANA zone (what `timedatectl` shows): the interactive default, as a
+    technician on site has usually set the gateway's clock to the city's zone."""
+    import zoneinfo
+
+    candidates: list[str] = []
+    try:
+        target = os.readlink(etc / "localtime")
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        candidates.append((etc / "timezone").read_text().strip())
+    for name in candidates:
+        if name and name not in ("UTC", "Etc/UTC"):
+            try:
+                zoneinfo.ZoneInfo(name)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                continue
+            return name
+    return None
+
+
 def _console() -> Console:
     # made per command: CliRunner (and a redirected stdout) swap sys.stdout before it runs
     from rich.console import Console
@@ -183,7 +207,8 @@ def provision_cmd(
             if lat is not None:
                 lon = _ask("Longitude", _optional_float(check_lon))
                 if timezone is None:
-                    timezone = _ask("Time zone", check_timezone, default="UTC")
+                    timezone = _ask("Time zone", check_timezone,
+                                    default=system_timezone() or "UTC")
         if broker is None and existing.value("mqtt", "url") is None:
             broker = _ask("Broker URL", check_broker_url, default="mqtts://")
     try:
@@ -569,7 +594,8 @@ def _check(*, config: Path, lamp_test: bool, report: Path | None, timeout: float
         except OSError as err:
             _fail(f"cannot write the report {report}: {err.strerror}",
                   hint="give --report a path in a writable directory (your home, a USB stick)")
-        typer.echo(f"Commissioning report: {json_path} and {txt_path}", err=as_json)
+        typer.echo(f"Commissioning report: {json_path}, {txt_path} and the printable "
+                   f"{json_path.with_suffix('.html')}", err=as_json)
     if result.results and result.results[0].key == "config" and (
             result.results[0].status is Status.FAIL):
         raise typer.Exit(2)

@@ -267,7 +267,8 @@ async def test_cli_check_exit_codes_and_commissioning_report(
     async with site() as (sim, dust):
         path = site_config(tmp_path, sim, dust, broker_url=broker.url)
         report = tmp_path / "out" / "commissioning.json"
-        args = ["check", "--config", str(path), "--timeout", "1", "--report", str(report)]
+        args = ["check", "--config", str(path), "--timeout", "1", "--report", str(report),
+                "--lamp-test", "--settle", "0.05"]
         ok = await asyncio.to_thread(runner.invoke, app, args)
         sim.devices["lamp-2"].fault = Fault.silent()
         failing = await asyncio.to_thread(
@@ -288,6 +289,14 @@ async def test_cli_check_exit_codes_and_commissioning_report(
     text = report.with_suffix(".txt").read_text()
     assert "EDGEGW COMMISSIONING REPORT" in text
     assert "Verdict   PASS" in text and "gw-check" in text and "Signature" in text
+    assert f"Config    {path.resolve()}" in text                     # absolute, as the doc says
+    # every lamp with its watts at each level
+    lamp_lines = [line.split() for line in text.splitlines()
+                  if line.strip().startswith(("lamp-1 ", "lamp-2 "))]
+    assert len(lamp_lines) == 2 and all(len(parts) == 7 for parts in lamp_lines)   # 3 x "N W"
+    page = report.with_suffix(".html").read_text()
+    assert page.startswith("<!doctype html>") and "gw-check" in page
+    assert "<th>100 %</th>" in page and "<td>lamp-1</td>" in page and "Signature" in page
 
     assert failing.exit_code == 1
     assert "FAIL" in failing.output and "What to do" in failing.output

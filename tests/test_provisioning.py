@@ -591,3 +591,18 @@ def test_field_guide_commands_use_flags_that_exist() -> None:
         helptext = runner.invoke(app, [cmd, "--help"], terminal_width=200).output
         missing = sorted(f for f in flags if f not in helptext)
         assert not missing, f"edgegw {cmd}: the guide uses {missing}"
+
+
+def test_the_interactive_time_zone_defaults_to_the_machines(tmp_path: Path) -> None:
+    from provisioning.cli import system_timezone
+
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    assert system_timezone(etc) is None
+    (etc / "localtime").symlink_to("/usr/share/zoneinfo/Asia/Ho_Chi_Minh")
+    assert system_timezone(etc) == "Asia/Ho_Chi_Minh"
+    (etc / "localtime").unlink()
+    (etc / "timezone").write_text("Europe/Paris\n")
+    assert system_timezone(etc) == "Europe/Paris"
+    (etc / "timezone").write_text("Etc/UTC\n")
+    assert system_timezone(etc) is None                # UTC is no better than the default
