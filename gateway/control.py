@@ -419,7 +419,11 @@ def render_status(snap: Mapping[str, Any]) -> str:
         for g in groups:
             level = g.get("level")
             shown = f"{float(level):5.1f} %" if isinstance(level, (int, float)) else "    ? %"
-            lines.append(f"  {g.get('group')!s:<{width}}  {shown}  {g.get('reason', '')}")
+            nxt = g.get("next") or {}
+            after = (f"  (next {str(nxt.get('at', ''))[11:16]} -> {nxt.get('level'):g} %)"
+                     if nxt.get("at") and isinstance(nxt.get("level"), (int, float)) else "")
+            lines.append(f"  {g.get('group')!s:<{width}}  {shown}  {g.get('reason', '')}"
+                         f"{after}")
     else:
         lines.append("lighting  no groups")
     lines.append(f"as of     {dt.datetime.fromtimestamp(now, dt.UTC):%Y-%m-%d %H:%M:%S} UTC")

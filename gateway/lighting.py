@@ -54,6 +54,7 @@ from policies.lighting import (
     resolve,
     validate,
 )
+from policies.lighting.schedule import next_step
 
 log = logging.getLogger("edgegw.lighting")
 
@@ -438,8 +439,23 @@ class LightingController:
                                                  "power_w": power.value, "rated_w": rated})
 
     # ------------------------------------------------------------------ reporting
+    def next_change(self, group: Any, now: dt.datetime) -> dict[str, Any] | None:
+        """The program's next scheduled change for `group` (sensors and overrides aside)."""
+        loc = self.rules.location
+        if loc is None:
+            return None
+        try:
+            step = next_step(self.rules.program_of(group), self.rules.holidays, loc, now)
+        except (AssertionError, ValueError):      # a polar night, a program without anchor
+            return None
+        if step is None:
+            return None
+        return {"at": step.at.astimezone(loc.tz).isoformat(timespec="seconds"),
+                "level": step.level, "reason": step.reason}
+
     def snapshot(self) -> dict[str, Any]:
         res = self.resolution
+        now = dt.datetime.fromtimestamp(self.wall_clock(), dt.UTC)
         groups = {}
         for g in self.rules.groups:
             d = res.groups.get(g.name) if res else None
@@ -448,6 +464,7 @@ class LightingController:
                 "level": d.level if d else None,
                 "reason": d.reason if d else None,
                 "source": d.source.value if d else None,
+                "next": self.next_change(g, now),
                 "burning_h": round(c.burning_hours, 3) if c else 0.0,
                 "energy_kwh": round(c.energy_kwh, 3) if c else 0.0,
             }

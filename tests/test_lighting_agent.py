@@ -71,6 +71,9 @@ async def test_outputs_follow_the_program_from_the_start(tmp_path: Path) -> None
             assert sim.devices["lamp-3"].peek("dim_level") == 100     # not in the group
             snap = agent.state_snapshot()["lighting"]["groups"]["street"]
             assert snap["level"] == 60 and snap["reason"] == "program step 23:00"
+            # what comes next: the program's step at 06:00 (local), off
+            assert snap["next"]["at"].startswith("2026-12-02T06:00:00")
+            assert snap["next"]["level"] == 0 and snap["next"]["reason"] == "program step 06:00"
 
 
 async def test_override_wins_then_expires(tmp_path: Path) -> None:

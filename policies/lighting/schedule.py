@@ -235,6 +235,20 @@ def step_at(program: Program, holidays: tuple[DateSpec, ...], location: Location
     raise AssertionError(f"no program step found before {at}")  # every night has an anchor
 
 
+def next_step(program: Program, holidays: tuple[DateSpec, ...], location: Location,
+              after: dt.datetime) -> PlannedStep | None:
+    """The program's next step strictly after `after` whose level differs from the one in
+    force (within the next two nights), or None."""
+    current = step_at(program, holidays, location, after).level
+    night = night_of(after, location.tz)
+    for offset in (0, 1, 2):
+        for step in night_plan(program, holidays, location,
+                               night + dt.timedelta(days=offset)).steps:
+            if step.at > after and step.level != current:
+                return step
+    return None
+
+
 def steps_between(program: Program, holidays: tuple[DateSpec, ...], location: Location,
                   start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
     """The instants of the steps planned in [start, end) (for preview's evaluation times)."""
