@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.registers import Value
 from drivers.sample import Sample
-from gateway.alerting import AlertMonitor
 from gateway.clock import ClockTrust
 from gateway.commands.target import CommandTarget, RulesRejected
 from gateway.errors import NotFound, Unsupported
 from gateway.latest import LatestValues
-from gateway.lighting import LightingController, rules_version
-from policies.common import levels_as_numbers
+from policies.common import levels_as_numbers, rules_version
+
+if TYPE_CHECKING:                 # the lighting and alert loops load only when configured
+    from gateway.alerting import AlertMonitor
+    from gateway.lighting import LightingController
 
 __all__ = ["AgentCommands"]
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import time
@@ -40,6 +39,7 @@ from gateway.commands.target import RulesRejected
 from gateway.events import EventType
 from gateway.latest import LatestValues
 from gateway.store import KeyValue
+from policies.common import rules_version
 from policies.lighting import (
     Counters,
     LightingConfigError,
@@ -63,12 +63,6 @@ _COUNTERS_KEY = "lighting.counters"
 _OVERRIDES_KEY = "lighting.overrides"
 _MAX_COUNT_STEP = 600.0        # seconds one step may add to burning hours and energy
 RULES_KEY = "lighting.rules"
-
-
-def rules_version(raw: Mapping[str, Any] | None) -> str:
-    """A content hash of the rules as written: the version `get_rules`/`set_rules` report."""
-    blob = json.dumps(raw or {}, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def cross_check_rules(rules: LightingRules, points: Mapping[tuple[str, str], bool],

@@ -29,14 +29,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.modbus.bus import BusEvent, ModbusBus
 from drivers.sample import Quality, Sample
-from drivers.serial.reader import SerialReader
 from gateway import __version__
 from gateway.agent_commands import AgentCommands
-from gateway.alerting import AlertMonitor
 from gateway.clock import ClockTrust
 from gateway.codec import Topics, encode_state
 from gateway.commands import Dispatcher
@@ -44,7 +42,6 @@ from gateway.config import Config, SerialBus, known_points
 from gateway.errors import LinkError
 from gateway.events import Emitted, Events, EventType
 from gateway.latest import LatestValues
-from gateway.lighting import LightingController
 from gateway.link import LinkState, MqttLink, Will
 from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline
@@ -52,6 +49,11 @@ from gateway.publisher import Publisher
 from gateway.status import AgentStatus, build_status
 from gateway.supervisor import Component, Supervisor
 from gateway.wiring import catalogue_points, make_buses, make_serial, start_gpio
+
+if TYPE_CHECKING:        # imported where they start: only what the config uses is loaded
+    from drivers.serial.reader import SerialReader
+    from gateway.alerting import AlertMonitor
+    from gateway.lighting import LightingController
 
 log = logging.getLogger("edgegw.agent")
 
@@ -187,6 +189,8 @@ class Agent:
                                   self.gpio_inputs[i.name].active)])
 
     async def _start_lighting(self) -> None:
+        from gateway.lighting import LightingController
+
         assert self.supervisor is not None
         controller = LightingController(
             rules_raw=self.config.lighting, location=self.config.gateway.location,
@@ -203,6 +207,8 @@ class Agent:
         controller.progress = comp.beat
 
     def _start_alerts(self) -> None:
+        from gateway.alerting import AlertMonitor
+
         assert self.supervisor is not None
         cfg = self.config
         periods = {(d.name, p.name): p.poll or d.poll for d in cfg.devices for p in d.points}

@@ -5,15 +5,16 @@ pins, and the point catalogue the configured devices start with. Nothing here ru
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.modbus.bus import BusEvent, BusKind, BusSettings, DeviceSettings, ModbusBus
 from drivers.sample import Sample
-from drivers.serial.reader import LinkState as SerialState
-from drivers.serial.reader import Parity, SerialProtocol, SerialReader, SerialSettings
-from gateway.codec import PointDef, point_def_from_spec
+from gateway.codec import PointDef, PointKind, point_def_from_spec
 from gateway.config import Config, GpioCfg, ModbusRtuBus, ModbusTcpBus, SerialBus
 from gateway.events import EventType
+
+if TYPE_CHECKING:        # pyserial and the framers load only for a config with serial buses
+    from drivers.serial.reader import SerialReader, SerialSettings
 
 __all__ = ["catalogue_points", "device_settings", "make_buses", "make_serial",
            "modbus_settings", "serial_settings", "start_gpio"]
@@ -32,6 +33,8 @@ def modbus_settings(bus: ModbusRtuBus | ModbusTcpBus) -> BusSettings:
 
 
 def serial_settings(bus: SerialBus) -> SerialSettings:
+    from drivers.serial.reader import Parity, SerialProtocol, SerialSettings
+
     return SerialSettings(
         name=bus.name, port=bus.port, protocol=SerialProtocol(bus.protocol),
         device=bus.device or bus.name,
@@ -58,6 +61,9 @@ def make_serial(bus: SerialBus, *, on_samples: SampleSink,
                 on_time_fix: Callable[[], None]) -> SerialReader:
     """A serial sensor's reader; its line going stale or unavailable is the device going
     offline, its first good frame after that the device coming back."""
+    from drivers.serial.reader import LinkState as SerialState
+    from drivers.serial.reader import SerialReader
+
     device = bus.device or bus.name
 
     def status(state: SerialState, detail: str) -> None:
@@ -72,9 +78,33 @@ def make_serial(bus: SerialBus, *, on_samples: SampleSink,
                         else None)
 
 
+# the agent's own points (gateway/health.py and gateway/lighting.py): in the catalogue from the
+# start, so that their first samples do not change it (a new birth with the whole catalogue)
+HEALTH_POINTS = (
+    ("cpu_percent", PointKind.FLOAT, "%", 1), ("rss_mb", PointKind.FLOAT, "MiB", 1),
+    ("disk_free_mb", PointKind.FLOAT, "MiB", 1), ("sd_write_kb", PointKind.FLOAT, "KiB", 1),
+    ("cpu_temp_c", PointKind.FLOAT, "degC", 1), ("uptime_s", PointKind.INT, "s", None),
+    ("store_backlog_points", PointKind.INT, None, None),
+    ("store_backlog_bytes", PointKind.INT, "B", None),
+    ("store_memory_points", PointKind.INT, None, None), ("store_ok", PointKind.INT, None, None),
+    ("modbus_errors", PointKind.INT, None, None), ("serial_errors", PointKind.INT, None, None),
+    ("mqtt_reconnects", PointKind.INT, None, None),
+    ("component_restarts", PointKind.INT, None, None),
+)
+LIGHTING_POINTS = (("level", "%", None), ("burning_h", "h", 4), ("energy_kwh", "kWh", 4))
+
+
 def catalogue_points(cfg: Config) -> list[PointDef]:
-    """The catalogue entries of every configured Modbus point (ids stable from the start)."""
-    return [point_def_from_spec(d.name, p.spec()) for d in cfg.devices for p in d.points]
+    """The catalogue entries of every configured point, and of the agent's own (health, each
+    lighting group's level and counters): ids stable from the start."""
+    out = [point_def_from_spec(d.name, p.spec()) for d in cfg.devices for p in d.points]
+    out += [PointDef("gateway", name, kind, unit, dec) for name, kind, unit, dec in HEALTH_POINTS]
+    groups = (cfg.lighting or {}).get("groups") if isinstance(cfg.lighting, dict) else None
+    for g in groups if isinstance(groups, list) else []:
+        if isinstance(g, dict) and isinstance(g.get("name"), str):
+            out += [PointDef("lighting", f"{g['name']}.{name}", PointKind.FLOAT, unit, dec)
+                    for name, unit, dec in LIGHTING_POINTS]
+    return out
 
 
 def start_gpio(cfg: GpioCfg, *, on_input: Callable[[str, str, bool], None]

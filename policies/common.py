@@ -4,6 +4,8 @@ imports nothing of ours, so the agent may use these)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -104,3 +106,9 @@ def check_timezone(v: str) -> str:
     except (ZoneInfoNotFoundError, ValueError) as err:
         raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/Paris)") from err
     return v
+
+
+def rules_version(raw: Mapping[str, Any] | None) -> str:
+    """A content hash of rules as written: the version `get_rules`/`set_rules` report."""
+    blob = json.dumps(raw or {}, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

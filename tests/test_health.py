@@ -155,3 +155,32 @@ async def test_agent_counters_of_a_real_agent(tmp_path: Path) -> None:
     assert all(type(x) is int for x in c.values())
     assert c["store_backlog_bytes"] > 0                  # the agent_start event waits unsent
     assert v["modbus_errors"] == 0 and v["mqtt_reconnects"] == 0
+
+
+async def test_the_first_health_sample_does_not_change_the_catalogue(tmp_path: Path) -> None:
+    """A new point means a new birth carrying the whole catalogue (20 kB for 500 points): the
+    agent's own points are in it from the start."""
+    cfg = parse_config(json.dumps({
+        "gateway": {"id": "gw-cat", "location": {"lat": 10.8, "lon": 106.7,
+                                                 "timezone": "Asia/Ho_Chi_Minh"},
+                    "has_rtc": True},
+        "mqtt": {"url": "mqtt://127.0.0.1:9", "reconnect_min": 5, "connect_timeout": 1},
+        "store": {"path": str(tmp_path / "store.db")},
+        "lighting": {"programs": {"p": {"steps": [{"at": "00:00", "level": 50}]}},
+                     "groups": [{"name": "street", "program": "p",
+                                 "outputs": [{"gpio": "relay-1"}]}]},
+        "gpio": {"factory": "mock", "outputs": [{"name": "relay-1", "pin": 17}]}}),
+        source="test")
+    async with Agent(cfg) as agent:
+        assert agent.outbox is not None and agent.pipeline is not None
+        await asyncio.wait_for(agent.outbox.ready.wait(), 5)
+        cat = agent.outbox.catalogue
+        assert cat is not None
+        sampler = HealthSampler(store_path=cfg.store.path,
+                                counters=lambda: agent_counters(agent), thermal=None)
+        agent.pipeline.offer(sampler.sample())
+        assert agent.lighting is not None
+        agent.lighting.report_every = 0              # its level and counters, now
+        await agent.lighting.step()
+        agent.pipeline.flush()
+        assert agent.outbox.catalogue is cat         # not a new catalogue: no new birth
