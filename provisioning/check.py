@@ -1023,17 +1023,7 @@ async def run_checks(config_path: str | Path, options: CheckOptions | None = Non
         from policies.lighting import parse_lighting
 
         rules = parse_lighting(cfg.lighting, location=cfg.gateway.location)
-        devices = {o.device for g in rules.groups for o in g.outputs if o.device}
-        try:
-            async with _Outputs(cfg, devices, options.timeout) as outputs:
-                results.extend(await _check_outputs(cfg, rules, outputs))
-                if options.lamp_test:
-                    results.extend(await _lamp_tests(rules, outputs, options, agents))
-        except (termios.error, ValueError) as err:
-            t = _Timer()
-            results.append(t.result("outputs", "outputs", Status.FAIL,
-                                    f"cannot open the outputs' bus: {err}",
-                                    hint="see the device lines above"))
+        results.extend(await _outputs_and_lamps(cfg, rules, options, agents, check=True))
     elif options.lamp_test and cfg.lighting:
         t = _Timer()
         results.append(t.result("lamp-test", "lamp test", Status.FAIL,
@@ -1049,16 +1039,27 @@ async def run_checks(config_path: str | Path, options: CheckOptions | None = Non
                                     "no lamps: no lighting section and no device with a "
                                     "writable dim_level (an LED driver's profile)"))
         else:
-            devices = {o.device for g in rules.groups for o in g.outputs if o.device}
-            try:
-                async with _Outputs(cfg, devices, options.timeout) as outputs:
-                    results.extend(await _lamp_tests(rules, outputs, options, agents))
-            except (termios.error, ValueError) as err:
-                t = _Timer()
-                results.append(t.result("outputs", "outputs", Status.FAIL,
-                                        f"cannot open the lamps' bus: {err}",
-                                        hint="see the device lines above"))
+            results.extend(await _outputs_and_lamps(cfg, rules, options, agents, check=False))
     return _report(path, cfg, started, results)
+
+
+async def _outputs_and_lamps(cfg: Config, rules: Any, options: CheckOptions,
+                             agents: tuple[Holder, ...], *, check: bool) -> list[CheckResult]:
+    """The groups' outputs read back (with ``check``), and the lamp test when asked for."""
+    devices = {o.device for g in rules.groups for o in g.outputs if o.device}
+    out: list[CheckResult] = []
+    try:
+        async with _Outputs(cfg, devices, options.timeout) as outputs:
+            if check:
+                out.extend(await _check_outputs(cfg, rules, outputs))
+            if options.lamp_test:
+                out.extend(await _lamp_tests(rules, outputs, options, agents))
+    except (termios.error, ValueError) as err:
+        t = _Timer()
+        out.append(t.result("outputs", "outputs", Status.FAIL,
+                            f"cannot open the lamps' bus: {err}",
+                            hint="see the device lines above"))
+    return out
 
 
 LAMPS_GROUP = "lamps"

@@ -30,6 +30,7 @@ from simulators.broker import MosquittoBroker
 from simulators.runner import SimHandle, open_spec
 from tests.helpers import Platform, gateway_config
 from tests.storage_faults import damage, ext4, fill, frozen, needs_mounts, remount, tmpfs
+from tests.test_uplink import unique_seqs
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "examples" / "sim-street.yaml"
@@ -98,14 +99,6 @@ def events(platform: Platform, type_: str) -> list[dict[str, Any]]:
     return [m for m in platform.of("event") if m["type"] == type_]
 
 
-def first_arrivals(seqs: list[int]) -> list[int]:
-    seen: set[int] = set()
-    out = []
-    for s in seqs:
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    return out
 
 
 def assert_no_seq_reused(platform: Platform) -> None:
@@ -155,7 +148,7 @@ async def test_a_full_disk_keeps_lamps_commands_and_telemetry_going(
             # and the override was kept in the store once it could be written
             with Store(sd / "store.db") as store:
                 assert b'"level": 100.0' in (store.kv_get("lighting.overrides") or b"")
-    firsts = first_arrivals(platform.seqs())
+    firsts = unique_seqs(platform.seqs())
     assert sorted(firsts) == list(range(1, max(firsts) + 1)), "a batch was lost"
     assert_no_seq_reused(platform)
 
@@ -224,7 +217,7 @@ async def test_a_frozen_card_never_holds_up_lamps_or_commands(
                                      within=30)
                 last = agent.pipeline.stats.batches
                 await platform.until(lambda: last in platform.seqs(), within=20)
-    firsts = first_arrivals(platform.seqs())
+    firsts = unique_seqs(platform.seqs())
     assert sorted(firsts) == list(range(1, max(firsts) + 1)), "a batch was lost"
     assert_no_seq_reused(platform)
 
