@@ -77,6 +77,41 @@ class TlsCfg(_Model):
 MQTT_URL_RE = r"^mqtts?://[^\s/:]+(:\d{1,5})?/?$"
 
 
+SPARKPLUG_ID_RE = r"^[^/+#\s]+$"
+
+
+class SparkplugCfg(_Model):
+    """``mqtt.format: sparkplug`` (docs/platform-integration.md)."""
+
+    group_id: str | None = Field(default=None, pattern=SPARKPLUG_ID_RE)      # default: site
+    edge_node_id: str | None = Field(default=None, pattern=SPARKPLUG_ID_RE)  # default: id
+    # hold the births and the data until this host application's STATE says it is online
+    primary_host: str | None = Field(default=None, pattern=SPARKPLUG_ID_RE)
+    data_qos: Literal[0, 1] = 1              # 1: stored data is deleted once the broker has it
+    historical_after: float = Field(default=30.0, gt=0)   # older data is sent is_historical
+    override_duration_s: int = Field(default=3600, ge=1, le=7 * 86400)
+    override_priority: int = Field(default=50, ge=0, le=999)
+
+
+class ThingsBoardCfg(_Model):
+    """``mqtt.format: thingsboard`` (docs/platform-integration.md)."""
+
+    # ThingsBoard device names are global in a tenant: a device's name there
+    device_name: str = Field(default="{gateway}.{device}", min_length=1, max_length=200)
+
+    @field_validator("device_name")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            v.format(gateway="g", device="d")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError("may use only {gateway} and {device} as placeholders, "
+                             f"not {err}") from None
+        if "{device}" not in v:
+            raise ValueError("must contain {device} (each device needs its own name)")
+        return v
+
+
 class MqttCfg(_Model):
     url: Annotated[str, Field(pattern=MQTT_URL_RE)] | list[
         Annotated[str, Field(pattern=MQTT_URL_RE)]] = "mqtt://127.0.0.1:1883"
@@ -91,6 +126,10 @@ class MqttCfg(_Model):
     reconnect_max: float = Field(default=60.0, gt=0, le=3600)  # backoff cap, seconds
     connect_timeout: float = Field(default=10.0, gt=0, le=120)
     replay_rate: float = Field(default=50_000, gt=0)           # points/s when draining a backlog
+    # the wire format (docs/platform-integration.md): ours, Sparkplug B, ThingsBoard's API
+    format: Literal["edgegw", "sparkplug", "thingsboard"] = "edgegw"
+    sparkplug: SparkplugCfg | None = None
+    thingsboard: ThingsBoardCfg | None = None
 
     @property
     def urls(self) -> list[str]:
@@ -569,6 +608,15 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
     return problems
 
 
+def _installed(*modules: str) -> bool:
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in modules)
+    except ModuleNotFoundError:        # a parent package is missing
+        return False
+
+
 def _check_files(cfg: Config) -> list[tuple[str, str]]:
     """The files `run` would read and the store's directory, checked at validate time: a
     missing CA or key, a key others can read, a key file that does not load, a store path
@@ -597,6 +645,10 @@ def _check_files(cfg: Config) -> list[tuple[str, str]]:
         problem = _unreadable(cfg.mqtt.password_file)
         if problem:
             problems.append(("mqtt.password_file", problem))
+    if cfg.mqtt.format == "sparkplug" and not _installed("google.protobuf",
+                                                         "sparkplub_b_packets"):
+        problems.append(("mqtt.format", "sparkplug needs protobuf and the Sparkplug "
+                                            "payload module: pip install 'edgegw[sparkplug]'"))
     signing = cfg.commands.signing
     if signing is not None:
         try:

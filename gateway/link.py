@@ -111,7 +111,7 @@ class MqttLink:
         cfg: MqttCfg,
         *,
         client_id: str,
-        will: Will | None = None,
+        will: Will | Callable[[], Will | None] | None = None,
         subscriptions: list[str] | None = None,
         on_connect: OnConnect | None = None,
         on_message: OnMessage | None = None,
@@ -121,7 +121,8 @@ class MqttLink:
     ) -> None:
         self.cfg = cfg
         self.client_id = client_id
-        self.will = will
+        self.will = will                       # a Will, or asked for one at each attempt
+        self._will: Will | None = None          # the current connection's
         self.subscriptions = list(subscriptions or [])
         self._on_connect = on_connect
         self._on_message = on_message
@@ -161,9 +162,11 @@ class MqttLink:
         """Disconnect; with `goodbye`, first publish it on the will topic (a clean offline)."""
         if self._closed:
             return
-        if goodbye is not None and self.will is not None and self.connected.is_set():
+        will = self._will
+        if goodbye is not None and will is not None and self.connected.is_set():
             with contextlib.suppress(LinkError, TimeoutError):
-                await asyncio.wait_for(self.publish(self.will.topic, goodbye, retain=True), 2.0)
+                await asyncio.wait_for(self.publish(will.topic, goodbye, retain=will.retain),
+                                       2.0)
         self._closed = True
         self.state = LinkState.CLOSED
         self._lost.set()
@@ -183,6 +186,13 @@ class MqttLink:
             elif not self._task.cancelled() and self._task.exception() is not None:
                 log.warning("mqtt: link task ended with %r", self._task.exception())
         self.connected.clear()
+
+    def reconnect(self, reason: str = "asked to reconnect") -> None:
+        """Drop the connection now; the link starts over (with the next URL when several
+        are configured), after the usual short delay."""
+        if self.connected.is_set():
+            log.info("mqtt: %s", reason)
+            self._lost.set()
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1,
                       retain: bool = False) -> None:
@@ -204,9 +214,11 @@ class MqttLink:
         tls = self._tls if u.scheme == "mqtts" else None
         if u.scheme == "mqtts" and tls is None:
             tls = ssl.create_default_context()
+        w = self.will() if callable(self.will) else self.will
+        self._will = w
         will = None
-        if self.will is not None:
-            will = aiomqtt.Will(self.will.topic, self.will.payload, qos=1, retain=self.will.retain)
+        if w is not None:
+            will = aiomqtt.Will(w.topic, w.payload, qos=1, retain=w.retain)
         client = aiomqtt.Client(
             host, port, identifier=self.client_id, username=self.cfg.username,
             password=self._password, will=will, clean_session=True,

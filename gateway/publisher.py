@@ -1,7 +1,8 @@
-"""The publisher: the outbox to the broker, and the retained birth.
+"""The publisher: the outbox to the broker, and the births.
 
-On every (re)connection the birth (the retained state message, with the point catalogue the
-telemetry after it needs) goes out first. Then the events lane, then the telemetry backlog in
+On every (re)connection the births (in our format the retained state message, with the point
+catalogue the telemetry after it needs; see :mod:`gateway.northbound` for the others) go out
+first. Then the events lane, then the telemetry backlog in
 ``seq`` order, with a bounded number of messages in flight and a paced replay rate, so a long
 backlog neither floods the broker nor starves the commands. A record leaves the outbox only
 when the broker acknowledged it (PUBACK).
@@ -21,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.codec import Topics, encode_state
 from gateway.config import Config
 from gateway.errors import LinkError
 from gateway.link import MqttLink
+from gateway.northbound import Context, Northbound, make_northbound
 from gateway.outbox import Outbox, Outgoing
 from gateway.store import Lane
 
@@ -48,13 +49,13 @@ class Publisher:
     """Sends the outbox over the link (see the module docstring)."""
 
     def __init__(self, cfg: Config, outbox: Outbox, link: MqttLink, *,
-                 birth_detail: Callable[[], dict[str, Any]] | None = None) -> None:
+                 birth_detail: Callable[[], dict[str, Any]] | None = None,
+                 fmt: Northbound | None = None) -> None:
         self.cfg = cfg
         self.outbox = outbox
         self.link = link
-        self.topics = Topics(cfg.mqtt.topic_prefix, cfg.gateway.id)
-        self._birth_detail = birth_detail or (lambda: {})
-        self._published_catalogue: tuple[int, int] | None = None
+        self.format = fmt if fmt is not None else make_northbound(
+            Context(cfg, outbox, birth_detail=birth_detail or (lambda: {})))
         self._session_ready = asyncio.Event()
         self.idle = asyncio.Event()      # set whenever the outbox is drained while connected
         self.stats = PublisherStats()
@@ -64,26 +65,13 @@ class Publisher:
         self._progress = beat
 
     # ------------------------------------------------------------------ birth
-    def _catalogue_id(self) -> tuple[int, int] | None:
-        cat = self.outbox.catalogue
-        return (cat.epoch, cat.version) if cat is not None else None
-
-    def birth_payload(self) -> bytes:
-        detail = {"gateway": self.cfg.gateway.id, "site": self.cfg.gateway.site,
-                  "groups": list(self.cfg.gateway.groups), "config_hash": self.cfg.digest(),
-                  **self._birth_detail()}
-        return encode_state(online=True, detail=detail, catalogue=self.outbox.catalogue)
-
     async def publish_birth(self) -> None:
-        """The retained state message, with the catalogue the telemetry after it needs."""
-        version = self._catalogue_id()
-        await self.link.publish(self.topics.state, self.birth_payload(), retain=True)
-        self._published_catalogue = version
+        """The births (our format: the retained state message with the catalogue)."""
+        await self.format.on_connect(self.link)
 
     async def on_connect(self, link: MqttLink) -> None:
         """Called by the link on each (re)connection, before anything else is sent."""
         self._session_ready.clear()
-        self._published_catalogue = None
         await self.publish_birth()
         self._session_ready.set()
         self.outbox.changed.set()
@@ -97,6 +85,13 @@ class Publisher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_LOOK_AGAIN):
                         await self._session_ready.wait()
+                continue
+            if not self.format.may_send():
+                # held (Sparkplug: the primary host is away); the format wakes us
+                self.outbox.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_LOOK_AGAIN):
+                        await self.outbox.changed.wait()
                 continue
             self.outbox.changed.clear()
             try:
@@ -163,9 +158,9 @@ class Publisher:
         try:
             while True:
                 self._progress()
-                if self._published_catalogue != self._catalogue_id():
+                if self.format.needs_rebirth():
                     await self.publish_birth()
-                while len(inflight) < window:
+                while len(inflight) < window and self.format.may_send():
                     rec = await next_record()
                     if rec is None:
                         break
@@ -183,8 +178,17 @@ class Publisher:
                 done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
                     rec = inflight.pop(t)
-                    if t.exception() is not None:
-                        failure = failure or t.exception()
+                    exc = t.exception()
+                    if exc is not None and not isinstance(exc, LinkError):
+                        # a record the format cannot send (a bug): sending it again would
+                        # stall the uplink for good, so it is dropped, logged and reported
+                        log.error("uplink: %s record %d cannot be sent", rec.lane, rec.key,
+                                  exc_info=exc)
+                        self.format.dropped(rec, f"{type(exc).__name__}: {exc}")
+                        outbox.acked(rec)
+                        continue
+                    if exc is not None:
+                        failure = failure or exc
                         outbox.released(rec)
                         continue
                     self._delivered(rec)
@@ -217,5 +221,4 @@ class Publisher:
             self.stats.from_memory += 1
 
     async def _send(self, rec: Outgoing) -> None:
-        topic = self.topics.events if rec.lane is Lane.EVENTS else self.topics.telemetry
-        await self.link.publish(topic, rec.payload, qos=1)
+        await self.format.send(self.link, rec)

@@ -36,13 +36,15 @@ from drivers.sample import Quality, Sample
 from gateway import __version__
 from gateway.agent_commands import AgentCommands
 from gateway.clock import ClockTrust
-from gateway.codec import Topics, encode_state
+from gateway.codec import Topics
 from gateway.commands import Dispatcher
 from gateway.config import Config, SerialBus, known_points
 from gateway.errors import LinkError
 from gateway.events import Emitted, Events, EventType
 from gateway.latest import LatestValues
-from gateway.link import LinkState, MqttLink, Will
+from gateway.link import LinkState, MqttLink
+from gateway.northbound import Context as NorthboundContext
+from gateway.northbound import Northbound, make_northbound
 from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline
 from gateway.publisher import Publisher
@@ -110,6 +112,7 @@ class Agent:
         self.dispatcher: Dispatcher | None = None
         self.link: MqttLink | None = None
         self.publisher: Publisher | None = None
+        self.northbound: Northbound | None = None
         self.supervisor: Supervisor | None = None
         self._entered = False
         self._closers: list[Callable[[], Any]] = []
@@ -236,16 +239,17 @@ class Agent:
                                      topic_prefix=cfg.mqtt.topic_prefix, clock=self.wall,
                                      groups=cfg.gateway.groups)
         outbox.on_loaded(self.dispatcher.memory.restore)
+        fmt = self.northbound = make_northbound(NorthboundContext(
+            cfg, outbox, latest=self.latest, birth_detail=self.birth_detail,
+            dispatcher=self.dispatcher, wall_clock=self.wall, emit=self.events.emit))
         link = MqttLink(
-            cfg.mqtt, client_id=cfg.mqtt.client_id or cfg.gateway.id,
-            will=Will(self.topics.state, encode_state(online=False)),
-            subscriptions=[self.topics.cmd_req] + [self.topics.group_cmd_req(g)
-                                                   for g in cfg.gateway.groups],
+            cfg.mqtt, client_id=fmt.client_id(), will=fmt.will,
+            subscriptions=fmt.subscriptions(),
             on_connect=self._on_connect, on_message=self._on_message,
             on_refused=self._link_refused, first_attempt_jitter=self._first_jitter,
             max_handlers=cfg.commands.concurrency)
         self.link = link
-        self.publisher = Publisher(cfg, outbox, link, birth_detail=self.birth_detail)
+        self.publisher = Publisher(cfg, outbox, link, fmt=fmt)
         self._progress(sup.start("pipeline", self.pipeline.serve, critical=True),
                        self.pipeline)
         self._progress(sup.start("publisher", self.publisher.serve, critical=True,
@@ -333,7 +337,12 @@ class Agent:
                     async with asyncio.timeout(2.0):
                         await self.publisher.drained()
             await sup.stop("publisher")
-            await self.link.close(goodbye=encode_state(online=False))
+            if self.northbound is not None and self.link.connected.is_set():
+                with contextlib.suppress(LinkError, TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        await self.northbound.farewell(self.link)
+            await self.link.close(goodbye=self.northbound.goodbye()
+                                  if self.northbound is not None else None)
             await sup.stop("link")
         await sup.stop("store")
         await self.outbox.close(within=self.config.store.stall_timeout)
@@ -380,14 +389,10 @@ class Agent:
             await self.publisher.on_connect(link)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
-        """A command: answered on cmd/res, whatever it is (the dispatcher never raises)."""
-        if self.dispatcher is None or self.link is None:
+        """A command: answered as the format answers (the dispatcher never raises)."""
+        if self.northbound is None or self.link is None:
             return
-        response = await self.dispatcher.handle(topic, payload)
-        try:
-            await self.link.publish(self.topics.cmd_res, response, qos=1)
-        except LinkError as err:
-            log.warning("command response not sent: %s", err)
+        await self.northbound.on_message(self.link, topic, payload)
 
     def _link_refused(self, url: str, reason: str) -> None:
         self.events.emit(EventType.LINK_REFUSED, None, {"url": url, "reason": reason[:300]})

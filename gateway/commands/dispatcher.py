@@ -198,9 +198,11 @@ class Dispatcher:
         return int(self._clock() * 1000)
 
     # ========================================================================== entry point
-    async def handle(self, topic: str, payload: bytes) -> bytes:
+    async def handle(self, topic: str, payload: bytes, *, addressee: str | None = None
+                     ) -> bytes:
         """The encoded response to ``payload`` received on ``topic``; never raises (but lets
-        cancellation through)."""
+        cancellation through). ``addressee``: the ``to`` a signed request must name, for a
+        topic of another format (ThingsBoard, Sparkplug) where the topic does not tell it."""
         started = self._monotonic()
         encoding = Encoding.JSON
         rid: str | int | None = None
@@ -224,7 +226,7 @@ class Dispatcher:
                 return self._fail(rid, None, encoding, topic, started, ErrorCode.MALFORMED,
                                   problem)
             assert obj is not None
-            return await self._serve(obj, rid, encoding, topic, started)
+            return await self._serve(obj, rid, encoding, topic, started, addressee)
         except asyncio.CancelledError:
             raise
         except Exception as err:
@@ -271,13 +273,13 @@ class Dispatcher:
 
     # =============================================================================== serving
     async def _serve(self, obj: dict[Any, Any], rid: str | int | None, encoding: Encoding,
-                     source: str, started: float) -> bytes:
+                     source: str, started: float, addressee: str | None = None) -> bytes:
         if rid is None:
             self.stats.malformed += 1
             return self._fail(None, _cmd_name(obj), encoding, source, started,
                               ErrorCode.MALFORMED, _id_problem(obj))
         try:
-            req = self._authenticate(obj, rid, encoding, source)
+            req = self._authenticate(obj, rid, encoding, source, addressee)
         except CommandFailure as f:
             if f.code is ErrorCode.MALFORMED:
                 self.stats.malformed += 1
@@ -301,7 +303,7 @@ class Dispatcher:
         return self._answer(req, started, await self._execute(spec, args, req))
 
     def _authenticate(self, obj: dict[Any, Any], rid: str | int, encoding: Encoding,
-                      source: str) -> _Request:
+                      source: str, addressee: str | None = None) -> _Request:
         """The request to run: plain, or the verified content of a signed envelope."""
         signed = is_signed(obj)
         if not signed:
@@ -323,7 +325,8 @@ class Dispatcher:
                 body = open_unverified(obj)
             else:
                 body = self._verifier.open(
-                    obj, expected_to=self._addressee(source), now_ms=self._now_ms(),
+                    obj, expected_to=addressee or self._addressee(source),
+                    now_ms=self._now_ms(),
                     clock_trusted=self._clock_trusted(),
                     high_water_ms=self.memory.high_water_ms)
         except SignatureError as err:
