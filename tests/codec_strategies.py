@@ -4,7 +4,12 @@ property tests (tests/test_codec.py) and the corpus the JavaScript decoder is ch
 
 from __future__ import annotations
 
+import importlib.util
+import struct
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from hypothesis import strategies as st
@@ -22,6 +27,18 @@ from gateway.codec import (
     Severity,
 )
 
+
+def load_uplink_bench() -> ModuleType:
+    """bench/uplink_bench.py, whose realistic street of poles is the codec's reference data."""
+    path = Path(__file__).resolve().parent.parent / "bench" / "uplink_bench.py"
+    spec = importlib.util.spec_from_file_location("uplink_bench", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("uplink_bench", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 DEVICES = ["env-1", "env-2", "meter-1"]
 POINTS = ["temperature", "energy", "lamp_on", "status", "power"]
 
@@ -32,6 +49,30 @@ def catalogue_for(samples: Sequence[Sample], *, decimals: int | None = None,
     cat = Catalogue.new(epoch=epoch)
     return cat.with_points(PointDef(device=s.device, point=s.point, decimals=decimals)
                            for s in samples)
+
+
+# ------------------------------------------------------------------- exact comparisons
+def canon(value: object) -> tuple[str, object]:
+    """A value with its exact type and bits: 1 != 1.0 != True, -0.0 != 0.0, NaN == NaN."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, int):
+        return ("i", value)
+    if isinstance(value, float):
+        return ("f", struct.pack("<d", value))
+    if isinstance(value, str):
+        return ("s", value)
+    assert value is None
+    return ("n", None)
+
+
+def canon_tree(obj: object) -> object:
+    """A decoded JSON or msgpack value with exact types and bits (see canon)."""
+    if isinstance(obj, dict):
+        return {k: canon_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [canon_tree(v) for v in obj]
+    return canon(obj)
 
 
 # ------------------------------------------------------------------------- sample values

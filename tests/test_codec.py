@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
 import json
 import math
 import struct
-import sys
 import zlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import msgpack
@@ -59,6 +56,8 @@ from gateway.platform import Decoder, batch_header, format_line, subscriptions
 from tests.codec_strategies import (
     FLOAT_COLUMN_EXAMPLES,
     INT_COLUMN_EXAMPLES,
+    canon,
+    canon_tree,
     catalogue_for,
     catalogues,
     events,
@@ -66,6 +65,7 @@ from tests.codec_strategies import (
     int_columns,
     json_junk,
     json_values,
+    load_uplink_bench,
     msgpack_junk,
     msgpack_values,
     requests,
@@ -73,18 +73,7 @@ from tests.codec_strategies import (
     sample_lists,
 )
 
-
-def _load_bench() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "bench" / "uplink_bench.py"
-    spec = importlib.util.spec_from_file_location("uplink_bench", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("uplink_bench", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bench = _load_bench()
+bench = load_uplink_bench()
 
 def body_of(payload: bytes) -> list[Any]:
     """The msgpack body of an uncompressed (or compressed) batch, for layout checks."""
@@ -98,20 +87,6 @@ def body_of(payload: bytes) -> list[Any]:
     body = msgpack.unpackb(data)
     assert isinstance(body, list)
     return body
-
-
-def canon(value: object) -> tuple[str, object]:
-    """A value with its exact type and bits: 1 != 1.0 != True, -0.0 != 0.0, NaN == NaN."""
-    if isinstance(value, bool):
-        return ("b", value)
-    if isinstance(value, int):
-        return ("i", value)
-    if isinstance(value, float):
-        return ("f", struct.pack("<d", value))
-    if isinstance(value, str):
-        return ("s", value)
-    assert value is None
-    return ("n", None)
 
 
 def multiset(points: Sequence[Any]) -> Counter[tuple[object, ...]]:
@@ -514,15 +489,6 @@ def test_commands_round_trip_in_both_encodings(encoding: Encoding) -> None:
     bad = CommandResponse(id=None, ok=False, error=CommandErrorInfo("bad_request", "not JSON"))
     for resp in (ok, bad):
         assert decode_response(encode_response(resp, encoding=encoding)) == (resp, encoding)
-
-
-def canon_tree(obj: object) -> object:
-    """A decoded JSON or msgpack value with exact types and bits (see canon)."""
-    if isinstance(obj, dict):
-        return {k: canon_tree(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [canon_tree(v) for v in obj]
-    return canon(obj)
 
 
 @given(event=events)

@@ -84,16 +84,34 @@ export { ExtData };
 
 /**
  * msgpack bytes of a value: numbers that are safe integers as msgpack integers, other numbers
- * as float64, BigInt as 64-bit integers (uint64 when >= 0; refused beyond 64 bits).
+ * as float64, BigInt as 64-bit integers (uint64 when >= 0; refused beyond 64 bits);
+ * undefined object properties are left out.
  * @param {unknown} value @param {string} what @returns {Uint8Array}
  */
 export function pack(value, what) {
   check(value, what);
   try {
-    return encode(value, { useBigInt64: true });
+    return encode(wide(value), { useBigInt64: true, ignoreUndefined: true });
   } catch (err) {
     throw new EncodeError(`${what}: not msgpack-serialisable (${reason(err)})`);
   }
+}
+
+/** A copy where every safe integer beyond 32 bits is a BigInt: with useBigInt64 the library
+ * writes such numbers as float64, which the gateway's strict argument checks refuse as a
+ * non-integer (sync_time's epoch_ms). @param {unknown} v @returns {unknown} */
+function wide(v) {
+  if (typeof v === "number") {
+    return Number.isSafeInteger(v) && (v >= 2 ** 32 || v < -(2 ** 31)) ? BigInt(v) : v;
+  }
+  if (Array.isArray(v)) return v.map(wide);
+  if (v !== null && typeof v === "object" && !(v instanceof Uint8Array)) {
+    /** @type {Record<string, unknown>} */
+    const out = {};
+    for (const [k, x] of Object.entries(v)) setKey(out, k, wide(x));
+    return out;
+  }
+  return v;
 }
 
 /** @param {unknown} v @param {string} what */
@@ -103,7 +121,13 @@ function check(v, what) {
   }
   if (Array.isArray(v)) v.forEach((x) => check(x, what));
   else if (v !== null && typeof v === "object" && !(v instanceof Uint8Array)) {
-    for (const x of Object.values(v)) check(x, what);
+    // undefined properties are left out (as JSON.stringify does); anything else not plain
+    // data is refused rather than written as the library guesses
+    const proto = Object.getPrototypeOf(v);
+    if (proto !== Object.prototype && proto !== null) {
+      throw new EncodeError(`${what}: not msgpack-serialisable (a ${v.constructor?.name})`);
+    }
+    for (const x of Object.values(v)) if (x !== undefined) check(x, what);
   } else if (typeof v === "undefined" || typeof v === "function" || typeof v === "symbol") {
     throw new EncodeError(`${what}: not msgpack-serialisable (${typeof v})`);
   }

@@ -36,7 +36,8 @@ export function loadAny(payload, encoding = null) {
   }
   try {
     return { value: unpack(payload, { refuseExtensions: true }), encoding: enc };
-  } catch {
+  } catch (err) {
+    if (err instanceof DecodeError && err.message.startsWith("msgpack extension type")) throw err;
     throw new DecodeError("neither JSON (starting with '{') nor valid msgpack");
   }
 }
