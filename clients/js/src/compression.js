@@ -54,6 +54,30 @@ export function inflateZlib(data) {
   }
   if (flg & 32) throw new DecodeError("zlib: corrupt data (a preset dictionary is needed)");
   if (data.length < 6) throw new DecodeError("zlib: truncated data");
+  const deflated = data.subarray(2, data.length - 4);
+  const out = inflate(deflated);
+  const t = data.length - 4;
+  const sum = ((data[t] << 24) | (data[t + 1] << 16) | (data[t + 2] << 8) | data[t + 3]) >>> 0;
+  if (sum !== adler32(out)) {
+    // a stream followed by stray bytes lands here too: the last 4 bytes are not its checksum
+    throw new DecodeError("zlib: corrupt data (incorrect data check, or bytes after the " +
+      "stream)");
+  }
+  // fflate stops at the stream's final block and does not say where that was: bytes between
+  // the stream and the checksum would go unnoticed. The stream fills `deflated` exactly when
+  // one byte less is not a whole stream any more (its last byte holds its last bits).
+  let shorter = true;
+  try {
+    inflate(deflated.subarray(0, deflated.length - 1));
+  } catch {
+    shorter = false;
+  }
+  if (shorter) throw new DecodeError("zlib: trailing bytes after the compressed body");
+  return out;
+}
+
+/** Raw deflate, at most MAX_BODY_BYTES out. @param {Uint8Array} deflated */
+function inflate(deflated) {
   /** @type {Uint8Array[]} */
   const chunks = [];
   let total = 0;
@@ -65,21 +89,13 @@ export function inflateZlib(data) {
     chunks.push(chunk);
   });
   try {
-    inflater.push(data.subarray(2, data.length - 4), true);
+    inflater.push(deflated, true);
   } catch (err) {
     if (err instanceof DecodeError) throw err;
     const msg = why(err);
     throw new DecodeError(/EOF/i.test(msg) ? "zlib: truncated data" : `zlib: corrupt data (${msg})`);
   }
-  const out = concat(chunks, total);
-  const t = data.length - 4;
-  const sum = ((data[t] << 24) | (data[t + 1] << 16) | (data[t + 2] << 8) | data[t + 3]) >>> 0;
-  if (sum !== adler32(out)) {
-    // a stream followed by stray bytes lands here too: the last 4 bytes are not its checksum
-    throw new DecodeError("zlib: corrupt data (incorrect data check, or bytes after the " +
-      "stream)");
-  }
-  return out;
+  return concat(chunks, total);
 }
 
 // ------------------------------------------------------------------------------------ zstd

@@ -184,3 +184,12 @@ test("the Decoder never throws: random and mutated payloads on every topic", () 
     assert.equal(dec.decode("p/gw/events", /** @type {any} */ (junk)).kind, "error");
   }
 });
+
+test("zlib: bytes between the stream and its checksum are refused (as zlib does)", () => {
+  const body = new Uint8Array([0x9b, ...new Array(11).fill(0x90)]);   // an array of 11 arrays
+  const z = zlibSync(body, { level: 9 });
+  const sneaky = new Uint8Array([...z.subarray(0, z.length - 4), 0x00, ...z.subarray(z.length - 4)]);
+  assert.throws(() => decodeTelemetry(new Uint8Array([1, 1, ...sneaky]), CAT),
+    /zlib: trailing bytes after the compressed body/);
+  assert.throws(() => decodeTelemetry(new Uint8Array([1, 1, ...z, 0]), CAT), /zlib: corrupt data/);
+});
