@@ -4,6 +4,7 @@ property tests (tests/test_codec.py) and the corpus the JavaScript decoder is ch
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import struct
 import sys
@@ -145,6 +146,22 @@ msgpack_junk = st.recursive(
     | st.binary(max_size=5),
     lambda inner: st.lists(inner, max_size=4), max_leaves=10)
 json_junk = json_trees()
+
+
+@st.composite
+def corrupt_bodies(draw: st.DrawFn, body: list[Any]) -> list[Any]:
+    """A batch body (its msgpack array) with one to three fields, or elements of them,
+    replaced by junk of any type."""
+    body = copy.deepcopy(body)
+    for _ in range(draw(st.integers(1, 3))):
+        i = draw(st.integers(0, len(body) - 1))
+        target = body[i]
+        if isinstance(target, list) and target and draw(st.booleans()):
+            j = draw(st.integers(0, len(target) - 1))
+            target[j] = draw(msgpack_junk)
+        else:
+            body[i] = draw(msgpack_junk)
+    return body
 
 # what the encoders accept: JSON has no NaN or infinity, msgpack no integer beyond 64 bits
 json_values = json_trees(floats=st.floats(allow_nan=False, allow_infinity=False))

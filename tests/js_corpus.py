@@ -12,7 +12,8 @@ ones the codec's own property tests use), each with what the Python platform dec
   topic prefix) or ``city`` (prefix ``city/v1/east``), as in ``DECODERS``;
 - ``mode`` is ``decode`` (``expected``: the one message ``Decoder.decode`` returns) or ``feed``
   (``expected``: the list ``Decoder.feed`` returns);
-- ``match``, on designed bad payloads only: words the error must contain (both decoders').
+- ``match``, on designed bad payloads only: words the error must contain (both decoders');
+- ``lenient``, on a few corrupted batches only: see ``_structural``.
 
 ``expected`` is the Python decoder's output in *exact JSON*: JSON that keeps what plain JSON
 loses. An integer beyond +-(2^53 - 1) is ``{"$int": "<decimal digits>"}``; every float is
@@ -45,9 +46,11 @@ from gateway.codec import (
     Catalogue,
     CommandRequest,
     Compression,
+    DecodeError,
     Encoding,
     PointDef,
     PointKind,
+    decode_batch,
     encode_batch,
     encode_event,
     encode_request,
@@ -60,6 +63,7 @@ from tests.codec_strategies import (
     INT_COLUMN_EXAMPLES,
     catalogue_for,
     catalogues,
+    corrupt_bodies,
     events,
     float_columns,
     int_columns,
@@ -424,6 +428,38 @@ def _mutations(c: Corpus, street: list[tuple[str, bytes]], n: int) -> None:
         c.add(f"mutation-{i}", f"{prefix}/{gw}/telemetry", bytes(buf), ok=False)
 
 
+def _integral_floats_as_ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_SAFE:
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(v) for v in value]
+    return value
+
+
+def _structural(c: Corpus, n: int) -> None:
+    """Batch bodies with fields replaced by junk of any type (the codec's own robustness
+    strategy). A float that holds a whole number (up to 2^53) where an integer is due is refused
+    by the Python decoder and read as that integer by the JavaScript one (clients/js/README.md
+    says why): such lines carry ``lenient``, the points Python reads once those floats are integers,
+    and the JavaScript decoder may refuse the line or read exactly those points."""
+    bench = load_uplink_bench()
+    gw, prefix = c.gateway()
+    cat = bench.street_catalogue(2)
+    c.add("structural-birth", f"{prefix}/{gw}/state", encode_state(online=True, catalogue=cat))
+    good = encode_batch(9, bench.street(2, 3), cat, compression=Compression.NONE)
+    for i, body in enumerate(draw(corrupt_bodies(msgpack.unpackb(good[2:])), n)):
+        payload = bytes((1, 0)) + msgpack.packb(body, use_bin_type=True)
+        got = c.add(f"structural-{i}", f"{prefix}/{gw}/telemetry", payload, ok=False)
+        if got["kind"] != "error":
+            continue
+        try:
+            lenient = decode_batch(bytes((1, 0)) + msgpack.packb(
+                _integral_floats_as_ints(body), use_bin_type=True), cat)
+        except DecodeError:
+            continue
+        c.lines[-1]["lenient"] = [[p.device, p.point, exact(p.ts)] for p in lenient.points]
+
+
 def build(*, examples: int = 60, mutations: int = 300) -> Corpus:
     """The whole corpus in memory: ``examples`` hypothesis examples per strategy."""
     c = Corpus()
@@ -438,6 +474,7 @@ def build(*, examples: int = 60, mutations: int = 300) -> Corpus:
     _feed(c, street)
     _bad(c)
     _mutations(c, street, mutations)
+    _structural(c, mutations)
     return c
 
 

@@ -60,13 +60,13 @@ from tests.codec_strategies import (
     canon_tree,
     catalogue_for,
     catalogues,
+    corrupt_bodies,
     events,
     float_columns,
     int_columns,
     json_junk,
     json_values,
     load_uplink_bench,
-    msgpack_junk,
     msgpack_values,
     requests,
     responses,
@@ -362,15 +362,7 @@ def test_mutated_payloads_only_ever_raise_decode_error(comp: Compression,
 @settings(max_examples=600)
 def test_structurally_corrupt_bodies_only_ever_raise_decode_error(data: st.DataObject) -> None:
     payload, cat = _VALID[Compression.NONE]
-    body = body_of(payload)
-    for _ in range(data.draw(st.integers(1, 3))):
-        i = data.draw(st.integers(0, len(body) - 1))
-        target = body[i]
-        if isinstance(target, list) and target and data.draw(st.booleans()):
-            j = data.draw(st.integers(0, len(target) - 1))
-            target[j] = data.draw(msgpack_junk)
-        else:
-            body[i] = data.draw(msgpack_junk)
+    body = data.draw(corrupt_bodies(body_of(payload)))
     mutated = bytes((FORMAT_VERSION, 0)) + msgpack.packb(body, use_bin_type=True)
     with contextlib.suppress(DecodeError):
         decode_batch(mutated, cat)

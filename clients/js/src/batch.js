@@ -5,7 +5,7 @@ import { decompressZstd, inflateZlib } from "./compression.js";
 import { isCatalogue, MAX_DECIMALS, parseCatalogue } from "./catalogue.js";
 import { CatalogueMismatch, DecodeError } from "./errors.js";
 import { ExtData, unpack } from "./msgpack.js";
-import { addInt, cmpInt, divPow10, isInt } from "./numbers.js";
+import { addInt, asInt, cmpInt, divPow10, isInt } from "./numbers.js";
 import { repr } from "./repr.js";
 
 export const FORMAT_VERSION = 1;
@@ -73,7 +73,7 @@ function ints(obj, name) {
   if (!Array.isArray(obj) || !obj.every(isInt)) {
     throw new DecodeError(`corrupt batch body: \`${name}\` must be a list of integers`);
   }
-  return obj;
+  return obj.map(asInt);
 }
 
 /** @param {unknown[]} obj */
@@ -85,7 +85,7 @@ function header(obj) {
       throw new DecodeError(`corrupt batch body: ${name} must be an integer, got ${repr(v)}`);
     }
   }
-  return /** @type {Array<number | bigint>} */ ([epoch, version, seq, baseTs]);
+  return /** @type {Array<number | bigint>} */ ([epoch, version, seq, baseTs]).map(asInt);
 }
 
 /**
@@ -262,7 +262,8 @@ function decodeColumn(code, ref, col, chunk, firsts) {
   if (!chunk.every((v) => v === null || isInt(v))) {
     throw new DecodeError(`corrupt batch body: column ${col} must hold integers or nil`);
   }
-  const present = /** @type {Array<number | bigint>} */ (chunk.filter((v) => v !== null));
+  const present = /** @type {Array<number | bigint>} */ (chunk.filter((v) => v !== null))
+    .map(asInt);
   if (!present.length) throw new DecodeError(`corrupt batch body: numeric column ${col} has no value`);
   let head = present[0];
   if (ref !== 0) {

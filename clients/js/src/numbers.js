@@ -9,11 +9,18 @@ export function normInt(x) {
   return x;
 }
 
-/** True for an integer as the decoders return them (a safe-integer number or a BigInt).
+/** True for an integer as the decoders return them: a safe-integer number or a BigInt (an
+ * integer beyond 2^53 always comes as a BigInt, so a whole Number beyond it was a float).
  * @param {unknown} x
  * @returns {x is number | bigint} */
 export function isInt(x) {
-  return typeof x === "bigint" || (typeof x === "number" && Number.isInteger(x));
+  return typeof x === "bigint" || Number.isSafeInteger(x);
+}
+
+/** An integer as isInt() accepts it, with -0 (from a float -0.0) as 0.
+ * @param {number | bigint} x */
+export function asInt(x) {
+  return x === 0 ? 0 : x;
 }
 
 /** Exact a + b for integers (number or BigInt), normalised.
