@@ -100,7 +100,7 @@ class Reader {
     let out = "";
     let start = i;
     for (;;) {
-      if (i >= s.length) { this.i = this.i; this.fail("Unterminated string starting at"); }
+      if (i >= s.length) this.fail("Unterminated string starting at");
       const c = s.charCodeAt(i);
       if (c === 34) break;                                          // "
       if (c < 0x20) { this.i = i; this.fail("Invalid control character at"); }
