@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all test lint demo deps mosquitto clean bench
+.PHONY: all test lint demo deps mosquitto js-deps clean bench
 
 all: test
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-deps: $(STAMP) mosquitto
+deps: $(STAMP) mosquitto js-deps
 
 # Tests start their own private Mosquitto; install it from Debian's packages when it is missing.
 mosquitto:
@@ -30,6 +30,20 @@ mosquitto:
 		( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq shellcheck ) \
 			|| echo "shellcheck could not be installed; the deploy script lint test will skip"; \
 	fi
+
+# The JavaScript decoder (clients/js) is tested against the Python codec: node and its npm
+# packages (pinned by package-lock.json), Node from Debian's packages when it is missing.
+JS_STAMP := clients/js/node_modules/.installed
+js-deps: $(JS_STAMP)
+
+$(JS_STAMP): clients/js/package.json clients/js/package-lock.json
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+		echo "node/npm not found: installing them from Debian's packages"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; \
+	fi
+	npm ci --prefix clients/js --no-audit --no-fund
+	touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway drivers policies provisioning simulators tests $(wildcard bench)
@@ -54,4 +68,4 @@ bench: deps
 	$(BIN)/python bench/store_wear_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis clients/js/node_modules

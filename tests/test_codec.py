@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
 import json
 import math
 import struct
-import sys
 import zlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import msgpack
@@ -56,29 +53,27 @@ from gateway.codec import (
     read_batch_info,
 )
 from gateway.platform import Decoder, batch_header, format_line, subscriptions
+from tests.codec_strategies import (
+    FLOAT_COLUMN_EXAMPLES,
+    INT_COLUMN_EXAMPLES,
+    canon,
+    canon_tree,
+    catalogue_for,
+    catalogues,
+    corrupt_bodies,
+    events,
+    float_columns,
+    int_columns,
+    json_junk,
+    json_values,
+    load_uplink_bench,
+    msgpack_values,
+    requests,
+    responses,
+    sample_lists,
+)
 
-
-def _load_bench() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "bench" / "uplink_bench.py"
-    spec = importlib.util.spec_from_file_location("uplink_bench", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("uplink_bench", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bench = _load_bench()
-
-DEVICES = ["env-1", "env-2", "meter-1"]
-POINTS = ["temperature", "energy", "lamp_on", "status", "power"]
-
-
-def catalogue_for(samples: Sequence[Sample], *, decimals: int | None = None) -> Catalogue:
-    cat = Catalogue.new(epoch=7)
-    return cat.with_points(PointDef(device=s.device, point=s.point, decimals=decimals)
-                           for s in samples)
-
+bench = load_uplink_bench()
 
 def body_of(payload: bytes) -> list[Any]:
     """The msgpack body of an uncompressed (or compressed) batch, for layout checks."""
@@ -94,56 +89,9 @@ def body_of(payload: bytes) -> list[Any]:
     return body
 
 
-def canon(value: object) -> tuple[str, object]:
-    """A value with its exact type and bits: 1 != 1.0 != True, -0.0 != 0.0, NaN == NaN."""
-    if isinstance(value, bool):
-        return ("b", value)
-    if isinstance(value, int):
-        return ("i", value)
-    if isinstance(value, float):
-        return ("f", struct.pack("<d", value))
-    if isinstance(value, str):
-        return ("s", value)
-    assert value is None
-    return ("n", None)
-
-
 def multiset(points: Sequence[Any]) -> Counter[tuple[object, ...]]:
     return Counter((p.device, p.point, p.ts, canon(p.value), Quality(p.quality))
                    for p in points)
-
-
-# ---------------------------------------------------------------------------- strategies
-float32s = st.floats(width=32, allow_nan=False).map(float)
-decimal_floats = st.builds(lambda n, d: n / 10**d, st.integers(-(10**9), 10**9),
-                           st.integers(0, 6))
-values = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), float32s,
-    decimal_floats, st.text(max_size=20))
-qualities = st.sampled_from(list(Quality))
-
-
-@st.composite
-def sample_lists(draw: st.DrawFn, value_strategy: st.SearchStrategy[Any] = values,
-                 ) -> list[Sample]:
-    """Samples with columns of one type (as real points have) or, sometimes, mixed ones."""
-    n = draw(st.integers(1, 40))
-    base = draw(st.integers(0, 2**41))
-    keys = draw(st.lists(st.tuples(st.sampled_from(DEVICES), st.sampled_from(POINTS)),
-                         min_size=1, max_size=8, unique=True))
-    per_key = {k: draw(value_strategy) for k in keys}       # one value family per point
-    out = []
-    for _ in range(n):
-        key = draw(st.sampled_from(keys))
-        family = per_key[key]
-        value = draw(st.one_of(st.just(family), value_strategy) if draw(st.booleans())
-                     else st.just(family))
-        if isinstance(family, float) and draw(st.booleans()):
-            value = draw(decimal_floats)
-        quality = draw(st.one_of(st.just(Quality.GOOD), qualities))
-        ts = base + draw(st.integers(0, 10**7))
-        out.append(Sample(device=key[0], point=key[1], ts=ts, value=value, quality=quality))
-    return out
 
 
 # ------------------------------------------------------------------------------ round trips
@@ -164,9 +112,9 @@ def test_every_value_type_round_trips_exactly(samples: list[Sample], comp: Compr
     assert (info.seq, info.n_points, info.version) == (seq, len(samples), FORMAT_VERSION)
 
 
-@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=30))
-@example([0.1 + 0.2, -0.0, 0.0, 1e308, 5e-324])
-@example([float("nan"), float("inf"), -float("inf")])
+@given(float_columns)
+@example(FLOAT_COLUMN_EXAMPLES[0])
+@example(FLOAT_COLUMN_EXAMPLES[1])
 def test_any_float_column_is_exact(floats: list[float]) -> None:
     samples = [Sample("d", "p", 1000 + i, v) for i, v in enumerate(floats)]
     cat = catalogue_for(samples, decimals=1)
@@ -174,9 +122,9 @@ def test_any_float_column_is_exact(floats: list[float]) -> None:
     assert [canon(p.value) for p in got] == [canon(v) for v in floats]
 
 
-@given(st.lists(st.integers(-(2**63), 2**64 - 1), min_size=1, max_size=30))
-@example([2**64 - 1, -(2**63), 0])
-@example([2**62 - 1, -(2**62) + 1])
+@given(int_columns)
+@example(INT_COLUMN_EXAMPLES[0])
+@example(INT_COLUMN_EXAMPLES[1])
 def test_any_integer_column_is_exact(ints: list[int]) -> None:
     samples = [Sample("d", "p", 5 + i, v) for i, v in enumerate(ints)]
     cat = catalogue_for(samples)
@@ -410,32 +358,11 @@ def test_mutated_payloads_only_ever_raise_decode_error(comp: Compression,
             decode(bytes(buf))
 
 
-_JUNK = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=5)
-    | st.binary(max_size=5),
-    lambda inner: st.lists(inner, max_size=4), max_leaves=10)
-
-
-_JSON_JUNK = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
-                                                                max_size=3),
-    max_leaves=10)
-
-
 @given(data=st.data())
 @settings(max_examples=600)
 def test_structurally_corrupt_bodies_only_ever_raise_decode_error(data: st.DataObject) -> None:
     payload, cat = _VALID[Compression.NONE]
-    body = body_of(payload)
-    for _ in range(data.draw(st.integers(1, 3))):
-        i = data.draw(st.integers(0, len(body) - 1))
-        target = body[i]
-        if isinstance(target, list) and target and data.draw(st.booleans()):
-            j = data.draw(st.integers(0, len(target) - 1))
-            target[j] = data.draw(_JUNK)
-        else:
-            body[i] = data.draw(_JUNK)
+    body = data.draw(corrupt_bodies(body_of(payload)))
     mutated = bytes((FORMAT_VERSION, 0)) + msgpack.packb(body, use_bin_type=True)
     with contextlib.suppress(DecodeError):
         decode_batch(mutated, cat)
@@ -447,7 +374,7 @@ def test_structurally_corrupt_bodies_only_ever_raise_decode_error(data: st.DataO
            lambda obj: json.dumps(obj).encode(),
            st.dictionaries(st.sampled_from(["id", "ok", "cmd", "args", "online", "detail",
                                             "ts", "type", "error", "result", "catalogue"]),
-                           _JSON_JUNK, max_size=5))))
+                           json_junk, max_size=5))))
 @settings(max_examples=400)
 def test_the_platform_decoder_never_raises(topic: str, payload: bytes) -> None:
     dec = Decoder(prefix="p")
@@ -554,6 +481,36 @@ def test_commands_round_trip_in_both_encodings(encoding: Encoding) -> None:
     bad = CommandResponse(id=None, ok=False, error=CommandErrorInfo("bad_request", "not JSON"))
     for resp in (ok, bad):
         assert decode_response(encode_response(resp, encoding=encoding)) == (resp, encoding)
+
+
+@given(event=events)
+@settings(max_examples=100)
+def test_any_event_round_trips(event: Event) -> None:
+    got = decode_event(encode_event(event))
+    assert (got.ts, got.type, got.device, got.severity) == \
+        (event.ts, event.type, event.device, event.severity)
+    assert canon_tree(got.detail) == canon_tree(event.detail)
+
+
+@given(cat=catalogues(), detail=st.dictionaries(st.text(max_size=8), json_values, max_size=3))
+@settings(max_examples=100)
+def test_any_catalogue_round_trips_in_a_birth(cat: Catalogue, detail: dict[str, Any]) -> None:
+    state = decode_state(encode_state(online=True, detail=detail, catalogue=cat))
+    assert state.online and state.catalogue == cat
+
+
+@given(data=st.data(), encoding=st.sampled_from(list(Encoding)))
+@settings(max_examples=100)
+def test_any_response_and_request_round_trips(data: st.DataObject, encoding: Encoding) -> None:
+    leaves = json_values if encoding is Encoding.JSON else msgpack_values
+    resp = data.draw(responses(leaves))
+    got, enc = decode_response(encode_response(resp, encoding=encoding))
+    assert enc is encoding and (got.id, got.ok, got.error) == (resp.id, resp.ok, resp.error)
+    assert canon_tree(got.result) == canon_tree(resp.result if resp.ok else None)
+    req = data.draw(requests(leaves))
+    got_req, enc = decode_request(encode_request(req, encoding=encoding))
+    assert enc is encoding and (got_req.id, got_req.cmd) == (req.id, req.cmd)
+    assert canon_tree(got_req.args) == canon_tree(req.args)
 
 
 def test_unusable_requests_say_what_and_keep_the_id_when_they_can() -> None:
