@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all test lint demo deps mosquitto js-deps clean bench
+.PHONY: all test lint demo deps mosquitto js-deps node-present clean bench
 
 all: test
 
@@ -31,18 +31,26 @@ mosquitto:
 			|| echo "shellcheck could not be installed; the deploy script lint test will skip"; \
 	fi
 
-# The JavaScript decoder (clients/js) is tested against the Python codec: node and its npm
-# packages (pinned by package-lock.json), Node from Debian's packages when it is missing.
+# The JavaScript decoder (clients/js) is tested against the Python codec, and Eclipse Tahu's
+# Sparkplug decoder (tests/sparkplug_js) reads what the Sparkplug format sends: node and their
+# npm packages (pinned by package-lock.json), Node from Debian's packages when it is missing.
 JS_STAMP := clients/js/node_modules/.installed
-js-deps: $(JS_STAMP)
+SPB_STAMP := tests/sparkplug_js/node_modules/.installed
+js-deps: $(JS_STAMP) $(SPB_STAMP)
 
-$(JS_STAMP): clients/js/package.json clients/js/package-lock.json
+node-present:
 	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
 		echo "node/npm not found: installing them from Debian's packages"; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; \
 	fi
+
+$(JS_STAMP): clients/js/package.json clients/js/package-lock.json | node-present
 	npm ci --prefix clients/js --no-audit --no-fund
+	touch $@
+
+$(SPB_STAMP): tests/sparkplug_js/package.json tests/sparkplug_js/package-lock.json | node-present
+	npm ci --prefix tests/sparkplug_js --no-audit --no-fund
 	touch $@
 
 lint: $(STAMP)
@@ -68,4 +76,5 @@ bench: deps
 	$(BIN)/python bench/store_wear_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis clients/js/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis clients/js/node_modules \
+		tests/sparkplug_js/node_modules
