@@ -216,6 +216,13 @@ class WebServer:
         for srv in self._servers:
             srv.close()
         self._servers.clear()
+        # a browser that keeps its connection (keep-alive, a stream) does not hold the stop
+        # up: its socket is dropped, not shut down politely (a TLS close waits for the peer)
+        server = self._runner.server if self._runner is not None else None
+        for proto in list(server.connections if server is not None else ()):
+            transport = getattr(proto, "transport", None)
+            if transport is not None:
+                transport.abort()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -636,7 +643,7 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.setdefault("Content-Security-Policy", _CSP)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Referrer-Policy"] = "same-origin"   # Origin sent to us only
     response.headers.setdefault("Cache-Control", "no-store")
 
 
