@@ -105,6 +105,10 @@ async def test_override_from_the_page_reaches_the_driver_audited(tmp_path: Path)
             while site.sim.devices["lamp-1"].peek("dim_level") != 60:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         assert [e.detail["cmd"] for e in events if e.type == "command"][-1] == "clear_override"
+        # the asset tag: a QR code of the id and site
+        async with s.get(site.url + "/tag", ssl=site.ssl) as r:
+            tag = await r.text()
+            assert r.status == 200 and "<svg" in tag and "EDGEGW;ID:gw-web;SITE:rue-de-test;" in tag
 
 
 async def test_viewer_csrf_and_origin_are_refused(tmp_path: Path) -> None:

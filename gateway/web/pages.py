@@ -54,7 +54,7 @@ def ago(values: Mapping[str, Cell], key: str) -> str:
 
 def layout(title: str, body: str, *, gateway: str, user: str | None = None,
            role: str | None = None, csrf: str | None = None, active: str = "",
-           flash: str | None = None, live: bool = False) -> str:
+           flash: str | None = None, live: bool = False, now: float | None = None) -> str:
     nav = ""
     if user is not None:
         links = "".join(f'<a href="{href}"{" aria-current=page" if href == active else ""}>'
@@ -68,7 +68,8 @@ def layout(title: str, body: str, *, gateway: str, user: str | None = None,
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>{h(title)} · {h(gateway)}</title>"
         '<link rel=stylesheet href="/static/app.css"><script src="/static/app.js" defer>'
-        f'</script></head><body{" data-live=1" if live else ""}>'
+        f'</script></head><body{" data-live=1" if live else ""}'
+        f'{f" data-now={now:.3f}" if now is not None else ""}>'
         f'<header><b>{h(gateway)}</b> <span class="role">{h(role or "")}</span>'
         f'<span id="conn" data-s="idle"></span></header>{nav}<main>{note}'
         f"<h1>{h(title)}</h1>{body}</main></body></html>")
@@ -252,9 +253,9 @@ def events_page(events: Iterable[EventRow], log_lines: Iterable[str], *, tz: dt.
     return layout("Events & log", body, live=True, active="/events", **kw)
 
 
-def tag_page(gateway: str, site: str, qr_svg: str, payload: str, **kw: Any) -> str:
+def tag_page(gw_id: str, site: str, qr_svg: str, payload: str, **kw: Any) -> str:
     body = (f'<div class="tag card"><div class="qr">{qr_svg}</div>'
-            f'<p class="tagid">{h(gateway)}</p><p>{h(site)}</p>'
+            f'<p class="tagid">{h(gw_id)}</p><p>{h(site)}</p>'
             f'<p class="small">QR: <code>{h(payload)}</code></p></div>'
             '<p class="noprint"><button type="button" id="print">Print</button></p>')
     return layout("Asset tag", body, active="/tag", **kw)

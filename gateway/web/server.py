@@ -318,7 +318,7 @@ class WebServer:
     def _kw(self, request: web.Request) -> dict[str, Any]:
         s: Session = request[SESSION]
         return {"gateway": self.agent.config.gateway.id, "user": s.user, "role": s.role.value,
-                "csrf": s.csrf, "flash": s.data.pop("flash", None)}
+                "csrf": s.csrf, "flash": s.data.pop("flash", None), "now": self.agent.wall()}
 
     # ------------------------------------------------------------------ log-in
     async def _login_form(self, request: web.Request) -> web.Response:
@@ -569,7 +569,8 @@ class WebServer:
         self.streams.add(stream)
         try:
             snap = self.agent.state_snapshot()
-            await self._send(resp, _sse({"t": _full(self._values(snap))}))
+            await self._send(resp, _sse({"t": _full(self._values(snap)),
+                                         "now": self.agent.wall()}))
             while self.sessions.alive(session):
                 try:
                     data = await asyncio.wait_for(stream.queue.get(), 15.0)
@@ -609,7 +610,7 @@ class WebServer:
             values = self._values(snap)
             changed = {k: v for k, v in values.items() if self._last.get(k) != v}
             self._last = values
-            msg: dict[str, Any] = {}
+            msg: dict[str, Any] = {"now": self.agent.wall()}
             if changed:
                 msg["t"] = _full(changed)
             overrides = json.dumps((snap.get("lighting") or {}).get("overrides"),
@@ -617,8 +618,7 @@ class WebServer:
             if overrides != self._last_overrides:
                 self._last_overrides = overrides
                 msg["reload"] = ["overrides"]
-            if msg:
-                self._broadcast(_sse(msg))
+            self._broadcast(_sse(msg))
 
     def _on_event(self, row: EventRow) -> None:
         if self.streams:

@@ -2,8 +2,11 @@
 // page reloads. The HTML comes rendered (and escaped) from the gateway; this only updates it.
 "use strict";
 (function () {
+  // ages are counted on the gateway's clock, not the phone's
+  var skew = 0;
+  function setNow(now) { skew = now - Date.now() / 1000; }
   function ago(ts) {
-    var s = Math.max(0, Math.round(Date.now() / 1000 - ts));
+    var s = Math.max(0, Math.round(Date.now() / 1000 + skew - ts));
     if (s < 60) return s + " s ago";
     if (s < 3600) return Math.floor(s / 60) + " min ago";
     if (s < 86400) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min ago";
@@ -43,6 +46,7 @@
     es.onmessage = function (ev) {
       var m = JSON.parse(ev.data);
       if (m.logout) { es.close(); location.href = "/login"; return; }
+      if (m.now) setNow(m.now);
       if (m.t) apply(m.t);
       if (m.html) Object.keys(m.html).forEach(function (id) {
         var el = document.getElementById(id);
@@ -59,6 +63,7 @@
     };
   }
   document.addEventListener("DOMContentLoaded", function () {
+    if (document.body.dataset.now) setNow(parseFloat(document.body.dataset.now));
     tick();
     setInterval(tick, 1000);
     if (document.body.dataset.live) live();
