@@ -58,8 +58,13 @@ def config(tmp: Path, broker_url: str, *, web: bool) -> Path:
             b["port"] = str(tmp / "var" / "rs485-1")
     if web:
         from gateway.web.accounts import Role, set_account
+        from gateway.web.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY, make_self_signed
 
         set_account(tmp / "web-users", USER, Role.TECHNICIAN, PASSWORD)
+        # as after the first start: the certificate exists (making it loads cryptography,
+        # about 7 MB, once)
+        make_self_signed(tmp / "var" / SELF_SIGNED_CERT, tmp / "var" / SELF_SIGNED_KEY,
+                         gateway_id=raw["gateway"]["id"], site=raw["gateway"]["site"])
         raw["web"] = {"listen": "127.0.0.1:18443", "users": str(tmp / "web-users")}
     path = tmp / ("web.yaml" if web else "plain.yaml")
     path.write_text(yaml.safe_dump(raw))

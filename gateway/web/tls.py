@@ -2,8 +2,9 @@
 at the agent's first start and kept beside the store (the only place the service may write).
 
 A browser cannot vouch for a self-signed certificate, so the technician compares its SHA-256
-fingerprint with the one ``edgegw status`` prints and the commissioning report carries. Only
-``cryptography`` is used here (no aiohttp): ``edgegw check`` reads the fingerprint too.
+fingerprint with the one ``edgegw status`` prints and the commissioning report carries. No
+aiohttp here (``edgegw check`` reads the fingerprint too), and ``cryptography`` (7 MB resident)
+only to make the certificate, once: the fingerprint needs the standard library alone.
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import re
 import socket
+import ssl
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.config import Config, WebCfg
 from gateway.files import PUBLIC_MODE, SECRET_MODE, write_atomic
@@ -40,9 +38,14 @@ def tls_files(cfg: Config) -> tuple[Path, Path, bool]:
 
 
 def fingerprint(cert_pem: bytes) -> str:
-    """SHA-256 over the certificate's DER, as browsers show it: ``AB:CD:...`` (32 pairs)."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
+    """SHA-256 over the (first) certificate's DER, as browsers show it: ``AB:CD:...`` (32
+    pairs). ValueError when there is no PEM certificate."""
+    m = re.search(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", cert_pem,
+                  re.DOTALL)
+    if m is None:
+        raise ValueError("no PEM certificate (-----BEGIN CERTIFICATE-----) in the file")
+    der = ssl.PEM_cert_to_DER_cert(m.group(0).decode("ascii", "replace"))
+    digest = hashlib.sha256(der).hexdigest().upper()
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
@@ -61,6 +64,11 @@ def make_self_signed(cert_path: Path, key_path: Path, *, gateway_id: str, site: 
                      now: dt.datetime | None = None) -> None:
     """An EC P-256 key (0600 from its first byte) and a certificate for it, naming the gateway
     (CN), its site (O) and this machine's names and loopback addresses."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     now = now or dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, gateway_id),
