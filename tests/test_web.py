@@ -231,3 +231,56 @@ def test_the_page_off_imports_nothing_of_it(tmp_path: Path) -> None:
                          check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
                          cwd=Path(__file__).resolve().parent.parent, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_provision_web_user_makes_the_account_and_switches_the_page_on(tmp_path: Path) -> None:
+    from gateway.config import load_config
+    from gateway.web.accounts import read_accounts, verify_password
+    from provisioning.provision import BadAnswer, ProvisionRequest, provision
+
+    base = {"out_dir": tmp_path, "gateway_id": "gw-p", "site": "d1",
+            "broker": "mqtt://127.0.0.1:1883", "store_path": str(tmp_path / "s.db")}
+    with pytest.raises(BadAnswer, match="at least 10"):
+        provision(ProvisionRequest(**base, web_user="alice", web_password="short"))
+    assert not (tmp_path / "config.yaml").exists()          # nothing written
+    result = provision(ProvisionRequest(**base, web_user="alice",
+                                        web_password="a-long-password"))
+    users = tmp_path / "web-users"
+    assert (users.stat().st_mode & 0o777) == 0o600
+    assert any(c.path == users for c in result.changes)
+    account = read_accounts(users)["alice"]
+    assert account.role.value == "technician" and account.hash.startswith("$argon2id$")
+    assert "a-long-password" not in users.read_text() and "a-long-password" not in repr(account)
+    assert verify_password(account, "a-long-password")
+    assert not verify_password(account, "a-wrong-password")
+    cfg = load_config(tmp_path / "config.yaml")
+    assert cfg.web is not None and cfg.web.listens == ["0.0.0.0:8443"]
+    assert cfg.web.users == str(users)
+    # a second account, a viewer, on the same file; the first stays
+    provision(ProvisionRequest(out_dir=tmp_path, web_user="victor", web_role="viewer",
+                               web_password="another-password"))
+    assert set(read_accounts(users)) == {"alice", "victor"}
+
+
+def test_web_config_is_checked(tmp_path: Path) -> None:
+    import yaml
+
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    path = tmp_path / "c.yaml"
+    raw: dict[str, Any] = {"gateway": {"id": "gw-c"}, "store": {"path": str(tmp_path / "s.db")},
+                           "web": {"listen": "0.0.0.0:8443", "password": "admin"}}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"web\.password"):
+        load_config(path)                  # unknown keys refused: no password in the config
+    raw["web"] = {"listen": "0.0.0.0:8443"}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="provision --web-user"):
+        load_config(path)                  # no accounts file: said at validate time
+    (tmp_path / "web-users").write_text("")
+    os.chmod(tmp_path / "web-users", 0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        load_config(path)
+    os.chmod(tmp_path / "web-users", 0o600)
+    assert load_config(path).web is not None
