@@ -18,12 +18,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 deps: $(STAMP) mosquitto js-deps
 
-# Tests start their own private Mosquitto; install it from Debian's packages when it is missing.
+# Tests start their own private Mosquitto and drive Debian's chromium (the technician's page);
+# install them from Debian's packages when they are missing.
 mosquitto:
 	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	if ! command -v mosquitto >/dev/null 2>&1 && ! test -x /usr/sbin/mosquitto; then \
 		echo "mosquitto not found: installing it from Debian's packages"; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto mosquitto-clients; \
+	fi; \
+	if ! test -x /usr/bin/chromium || ! test -x /usr/bin/chromedriver; then \
+		echo "chromium not found: installing it for the web page's browser tests"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
 	fi; \
 	if ! command -v shellcheck >/dev/null 2>&1; then \
 		echo "shellcheck not found: installing it (optional: its test skips without it)"; \

@@ -1,5 +1,5 @@
 """Print deploy/constraints.txt: the installed versions of everything edgegw needs at run time
-(its dependencies, the `demo` extra's, and theirs), from the environment it runs in."""
+(its dependencies, the `demo` and `web` extras', and theirs), from the environment it runs in."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def closure(name: str, extras: tuple[str, ...], seen: dict[str, str]) -> None:
 
 def main() -> int:
     seen: dict[str, str] = {}
-    closure("edgegw", ("demo",), seen)
+    closure("edgegw", ("demo", "web"), seen)
     print(HEADER)
     for key, version in sorted(seen.items()):
         if key not in SKIP:

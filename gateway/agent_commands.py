@@ -26,6 +26,7 @@ from policies.common import levels_as_numbers, rules_version
 if TYPE_CHECKING:                 # the lighting and alert loops load only when configured
     from gateway.alerting import AlertMonitor
     from gateway.lighting import LightingController
+    from gateway.sitecheck import SiteChecks
 
 __all__ = ["AgentCommands"]
 
@@ -44,6 +45,7 @@ class AgentCommands(CommandTarget):
         self._clock = clock
         self._status = status
         self._wall = wall_clock
+        self.site_checks: SiteChecks | None = None    # the page's check (when it is on)
 
     # ------------------------------------------------------------------ reads and writes
     def bus_of(self, device: str) -> ModbusBus:
@@ -124,6 +126,16 @@ class AgentCommands(CommandTarget):
         if alerts is not None and self.alerts is not None:
             self.alerts.set_rules(alerts)
         return {"version": self._rules_version(), "warnings": warnings}
+
+    # ------------------------------------------------------------------ local only
+    async def run_check(self, *, lamp_test: bool, settle: float) -> dict[str, Any]:
+        """``check`` (the technician's page): the commissioning checklist inside the agent."""
+        if self.site_checks is None:
+            raise Unsupported("the check runs from the technician's page")
+        job = await self.site_checks.run(lamp_test=lamp_test, settle=settle)
+        assert job.report is not None
+        return {"check": job.id, "verdict": str(job.report.verdict),
+                "counts": job.report.counts()}
 
     # ------------------------------------------------------------------ time
     def sync_time(self, *, epoch_ms: int, set_clock: bool) -> dict[str, Any]:

@@ -180,6 +180,11 @@ def demo(
         "--storm", help="Play a storm (flooding, darkness) after this many seconds.")] = None,
     pollution: Annotated[float | None, typer.Option(
         "--pollution", help="Play a pollution episode after this many seconds.")] = None,
+    web: Annotated[bool, typer.Option(
+        "--web/--no-web", help="Serve the technician's page (its address and a one-off "
+                               "log-in are printed).")] = True,
+    open_browser: Annotated[bool, typer.Option(
+        "--open/--no-open", help="Open the page in the desktop's browser.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """A simulated street: broker, devices, the gateway and a live view of the platform."""
@@ -208,7 +213,8 @@ def demo(
 
     raise typer.Exit(asyncio.run(run_demo(poles=poles, duration=duration, speed=speed,
                                           start=when, console=Console(), storm_after=storm,
-                                          pollution_after=pollution)))
+                                          pollution_after=pollution, web=web,
+                                          open_browser=open_browser)))
 
 
 @app.command()

@@ -312,6 +312,45 @@ class ServiceCfg(_Model):
     restart_window: float = Field(default=300.0, gt=0, le=86400)
 
 
+# ------------------------------------------------------------------------------------------- web
+LISTEN_RE = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):\d{1,5}$"
+
+
+class WebTlsCfg(_Model):
+    cert: str                      # PEM certificate (chain) the page is served with
+    key: str                       # its private key (0600)
+
+    def with_base(self, base_dir: Path) -> WebTlsCfg:
+        def fix(p: str) -> str:
+            return p if Path(p).is_absolute() else str(base_dir / p)
+        return self.model_copy(update={"cert": fix(self.cert), "key": fix(self.key)})
+
+
+class WebCfg(_Model):
+    """The technician's local web page (gateway/web): off unless the section is present."""
+
+    # HOST:PORT, or several; [::]:8443 for IPv6
+    listen: Annotated[str, Field(pattern=LISTEN_RE)] | list[
+        Annotated[str, Field(pattern=LISTEN_RE)]] = "0.0.0.0:8443"
+    # None: a self-signed certificate made at first start, kept beside the store
+    tls: WebTlsCfg | None = None
+    users: str = "web-users"       # the accounts file (edgegw provision --web-user), 0600
+    session_idle: float = Field(default=900.0, ge=30, le=86400)        # seconds
+    session_max: float = Field(default=8 * 3600.0, ge=60, le=7 * 86400)
+    login_per_minute: int = Field(default=5, ge=1, le=600)   # failed log-ins per address
+    max_connections: int = Field(default=16, ge=2, le=256)
+    max_streams: int = Field(default=4, ge=1, le=64)         # live-update streams at once
+
+    @property
+    def listens(self) -> list[str]:
+        return [self.listen] if isinstance(self.listen, str) else list(self.listen)
+
+    def with_base(self, base_dir: Path) -> WebCfg:
+        users = self.users if Path(self.users).is_absolute() else str(base_dir / self.users)
+        return self.model_copy(update={
+            "users": users, "tls": self.tls.with_base(base_dir) if self.tls else None})
+
+
 class Config(_Model):
     gateway: GatewayCfg
     mqtt: MqttCfg = MqttCfg()
@@ -324,6 +363,7 @@ class Config(_Model):
     alerts: dict[str, Any] | list[Any] | None = None
     commands: CommandsCfg = CommandsCfg()
     service: ServiceCfg = ServiceCfg()
+    web: WebCfg | None = None
 
     # where the file came from (not a config key)
     source: str = Field(default="<config>", exclude=True)
@@ -537,6 +577,8 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     if base_dir is not None and cfg.commands.signing is not None:
         cfg = cfg.model_copy(update={"commands": cfg.commands.model_copy(
             update={"signing": cfg.commands.signing.with_base(base_dir)})})
+    if base_dir is not None and cfg.web is not None:
+        cfg = cfg.model_copy(update={"web": cfg.web.with_base(base_dir)})
     if base_dir is not None and cfg.mqtt.tls is not None:
         cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
             update={"tls": cfg.mqtt.tls.with_base(base_dir)})})
@@ -659,6 +701,8 @@ def _check_files(cfg: Config) -> list[tuple[str, str]]:
                                  else f"{where}: {msg}"))
         except (OSError, ValueError) as err:
             problems.append(("commands.signing", str(err)))
+    if cfg.web is not None:
+        problems.extend(_check_web_files(cfg.web))
     store_dir = Path(cfg.store.path).parent
     probe = store_dir
     while not probe.exists() and probe != probe.parent:
@@ -669,6 +713,27 @@ def _check_files(cfg: Config) -> list[tuple[str, str]]:
     elif probe.exists() and os.statvfs(probe).f_flag & os.ST_RDONLY:
         problems.append(("store.path", f"{probe} is on a read-only filesystem: the store "
                                        "cannot be written there"))
+    return problems
+
+
+def _check_web_files(web: WebCfg) -> list[tuple[str, str]]:
+    import stat
+
+    problems: list[tuple[str, str]] = []
+    files = [("web.users", web.users)]
+    if web.tls is not None:
+        files += [("web.tls.cert", web.tls.cert), ("web.tls.key", web.tls.key)]
+    for where, path in files:
+        problem = _unreadable(path)
+        if problem:
+            if where == "web.users":
+                problem += " (make an account: edgegw provision --web-user NAME)"
+            problems.append((where, problem))
+        elif where in ("web.users", "web.tls.key"):
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o077:
+                problems.append((where, f"{path} is readable by others (mode {mode:o}); "
+                                        f"run: chmod 600 {path}"))
     return problems
 
 

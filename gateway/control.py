@@ -426,6 +426,13 @@ def render_status(snap: Mapping[str, Any]) -> str:
                          f"{after}")
     else:
         lines.append("lighting  no groups")
+    web = snap.get("web")
+    if web:
+        lines.append(f"web       {', '.join(web.get('urls') or [])}"
+                     + ("" if web.get("listening") else "  (not listening: see the log)")
+                     + f"  {web.get('sessions', 0)} session(s)")
+        if web.get("fingerprint"):
+            lines.append(f"  certificate SHA-256 {web['fingerprint']}")
     lines.append(f"as of     {dt.datetime.fromtimestamp(now, dt.UTC):%Y-%m-%d %H:%M:%S} UTC")
     return "\n".join(lines)
 

@@ -200,7 +200,8 @@ def _natural(name: str) -> tuple[str, int]:
 
 async def run_demo(*, poles: int, duration: float | None, speed: float,
                    start: dt.datetime | None, console: Console,
-                   storm_after: float | None = None, pollution_after: float | None = None) -> int:
+                   storm_after: float | None = None, pollution_after: float | None = None,
+                   web: bool = True, open_browser: bool = True) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -215,8 +216,9 @@ async def run_demo(*, poles: int, duration: float | None, speed: float,
         label = "mosquitto" if isinstance(broker, MosquittoBroker) else "embedded (amqtt)"
         async with broker, open_spec(street_spec(poles, world=world), ephemeral=True) as sim:
             assert isinstance(broker, (MosquittoBroker, EmbeddedBroker))
+            page = _demo_web(Path(tmp), console) if web else None
             cfg = demo_config(sim, url=broker.url, store=Path(tmp) / "store.db",
-                              location=world)
+                              location=world, web=page[0] if page else None)
             view = View()
             agent = Agent(cfg, wall_clock=lambda: sim.world.now().timestamp())
 
@@ -233,6 +235,8 @@ async def run_demo(*, poles: int, duration: float | None, speed: float,
                 async with asyncio.timeout(10):
                     await ready.wait()
                 async with agent:
+                    if page is not None:
+                        await _show_web(agent, page[1], console, open_browser=open_browser)
                     if storm_after is not None:
                         _schedule(storm_after, lambda: _storm(sim, speed, view))
                     if pollution_after is not None:
@@ -310,7 +314,59 @@ def default_start(world: dict[str, Any]) -> dt.datetime:
     return sunset - dt.timedelta(minutes=30)
 
 
-def demo_config(sim: SimHandle, *, url: str, store: Path, location: dict[str, Any]) -> Any:
+DEMO_WEB_USER = "demo"
+
+
+def _demo_web(tmp: Path, console: Console) -> tuple[dict[str, Any], str] | None:
+    """The page's section for the demo (a free loopback port, a one-off account whose
+    password is printed: for the demo only) and that password; None without the web extra."""
+    import secrets
+    import socket
+
+    try:
+        import aiohttp  # noqa: F401
+
+        from gateway.web.accounts import Role, set_account
+    except ImportError:
+        console.print("[yellow]the technician's page needs the web extra: pip install "
+                      "'edgegw[web]'[/yellow]")
+        return None
+    password = secrets.token_urlsafe(9)
+    users = tmp / "web-users"
+    set_account(users, DEMO_WEB_USER, Role.TECHNICIAN, password)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {"listen": f"127.0.0.1:{port}", "users": str(users)}, password
+
+
+async def _show_web(agent: Agent, password: str, console: Console, *,
+                    open_browser: bool) -> None:
+    import os
+    import webbrowser
+
+    web = agent.web
+    if web is None:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
+            while not web.bound_ports():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    if not web.bound_ports():
+        console.print("[yellow]the technician's page did not start (see the log)[/yellow]")
+        return
+    url = f"https://localhost:{web.bound_ports()[0]}/"
+    console.print(f"[bold]technician's page:[/bold] {url}   log in as [bold]{DEMO_WEB_USER}"
+                  f"[/bold], password [bold]{password}[/bold] (this demo only)")
+    console.print(f"  self-signed certificate, SHA-256 {web.fingerprint}: the browser warns; "
+                  "compare the fingerprint, then accept it")
+    if open_browser and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(webbrowser.open, url)
+
+
+def demo_config(sim: SimHandle, *, url: str, store: Path, location: dict[str, Any],
+                web: dict[str, Any] | None = None) -> Any:
     section = sim.gateway_section(poll=2.0)
     lamps = [d["name"] for d in section["devices"] if d["name"].startswith("lamp-")]
     lighting = dict(DEMO_LIGHTING)
@@ -332,4 +388,6 @@ def demo_config(sim: SimHandle, *, url: str, store: Path, location: dict[str, An
         "lighting": lighting,
         "alerts": DEMO_ALERTS,
     }
+    if web is not None:
+        raw["web"] = web
     return parse_config(yaml.safe_dump(raw), source="demo")

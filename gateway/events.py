@@ -53,6 +53,7 @@ class EventType(StrEnum):
     LAMP_RECOVERED = "lamp_recovered"
     COMMAND = "command"
     COMMAND_RATE_LIMITED = "command_rate_limited"
+    WEB_LOGIN = "web_login"
 
     @property
     def severity(self) -> Severity:
@@ -84,6 +85,7 @@ SEVERITY: dict[EventType, Severity] = {
     EventType.LAMP_RECOVERED: Severity.INFO,
     EventType.COMMAND: Severity.INFO,
     EventType.COMMAND_RATE_LIMITED: Severity.WARNING,
+    EventType.WEB_LOGIN: Severity.INFO,
 }
 
 

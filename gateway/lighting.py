@@ -140,6 +140,8 @@ class LightingController:
     _task: asyncio.Task[None] | None = field(init=False, default=None)
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _rules_set: bool = field(init=False, default=False)   # set_rules ran in this process
+    # groups a lamp test holds: the loop neither drives nor judges their outputs meanwhile
+    _held: set[str] = field(init=False, default_factory=set)
     progress: Callable[[], None] = field(init=False, default=lambda: None)
 
     def __post_init__(self) -> None:
@@ -264,6 +266,28 @@ class LightingController:
                     self.overrides.setdefault(f"{ov.group}/{ov.id}", ov)
         self._wake.set()
 
+    # ------------------------------------------------------------------ lamp test
+    def hold(self, groups: list[str]) -> None:
+        """Stop driving ``groups`` (a lamp test sets their outputs itself) until release."""
+        self._held.update(groups)
+
+    def release(self, groups: list[str]) -> None:
+        """Drive ``groups`` again, at once, to the level resolved now."""
+        for g in groups:
+            self._held.discard(g)
+            self._applied.pop(g, None)
+        # the power read during the test says nothing about the level the loop sets now
+        for grp in self.rules.groups:
+            if grp.name in groups:
+                for out in grp.outputs:
+                    watch = self._lamps.get(out.device or "")
+                    if watch is not None:
+                        watch.bad_since_checks = 0
+        self._wake.set()
+
+    def held(self) -> list[str]:
+        return sorted(self._held)
+
     # ------------------------------------------------------------------ the loop
     async def start(self) -> None:
         """Drive the outputs to the resolved level at once."""
@@ -332,7 +356,7 @@ class LightingController:
         ts = int(wall * 1000)
         for g in self.rules.groups:
             decision = res.groups.get(g.name)
-            if decision is None:
+            if decision is None or g.name in self._held:
                 continue
             applied = self._applied.setdefault(g.name, _Applied())
             due = (applied.level != decision.level or applied.pending
@@ -395,7 +419,7 @@ class LightingController:
         for g in self.rules.groups:
             decision = res.groups.get(g.name)
             applied = self._applied.get(g.name)
-            if decision is None or applied is None:
+            if decision is None or applied is None or g.name in self._held:
                 continue
             for out in g.outputs:
                 if out.device is None:
@@ -462,6 +486,8 @@ class LightingController:
                 "burning_h": round(c.burning_hours, 3) if c else 0.0,
                 "energy_kwh": round(c.energy_kwh, 3) if c else 0.0,
             }
+            if g.name in self._held:
+                groups[g.name]["held"] = "lamp test"
         return {
             "rules_version": self.version,
             "groups": groups,

@@ -56,6 +56,7 @@ if TYPE_CHECKING:        # imported where they start: only what the config uses 
     from drivers.serial.reader import SerialReader
     from gateway.alerting import AlertMonitor
     from gateway.lighting import LightingController
+    from gateway.web.server import WebServer
 
 log = logging.getLogger("edgegw.agent")
 
@@ -114,6 +115,7 @@ class Agent:
         self.publisher: Publisher | None = None
         self.northbound: Northbound | None = None
         self.supervisor: Supervisor | None = None
+        self.web: WebServer | None = None          # the technician's page, when configured
         self._entered = False
         self._closers: list[Callable[[], Any]] = []
 
@@ -270,6 +272,8 @@ class Agent:
             pipeline = self.pipeline
             sup.start("health", lambda: run_health(sampler, pipeline.offer,
                                                    cfg.service.health_interval))
+        if cfg.web is not None:
+            self._start_web()
         if self._with_control:
             control = ControlServer(cfg.service.control_socket, self.state_snapshot)
             # a socket path that cannot be used is a configuration to fix, not a crash to
@@ -284,6 +288,25 @@ class Agent:
                 sup.start("watchdog", sd.serve_watchdog)
             if sd.enabled:
                 sup.start("status-line", sd.serve_status)
+
+    def _start_web(self) -> None:
+        """The technician's page (imported only here: a gateway without it carries none of
+        it). State changes from the page go through the one dispatcher, made here when the
+        agent has no uplink."""
+        from gateway.sitecheck import SiteChecks
+        from gateway.web.server import WebError, WebServer
+
+        assert self.supervisor is not None
+        cfg = self.config
+        if self.dispatcher is None:
+            self.dispatcher = Dispatcher(self.commands, cfg=cfg.commands, store=None,
+                                         emit=self.events.emit, gateway_id=cfg.gateway.id,
+                                         topic_prefix=cfg.mqtt.topic_prefix, clock=self.wall,
+                                         groups=cfg.gateway.groups)
+        self.commands.site_checks = SiteChecks(self)
+        web = self.web = WebServer(self)
+        self.supervisor.start("web", web.serve, permanent=(WebError,))
+        self._closers.append(web.close)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -300,7 +323,9 @@ class Agent:
         self.events.emit(EventType.AGENT_STOP, None, {})
         # the loops that write to the buses first, then the buses (asked to finish their
         # transaction: a driver that swallows a cancellation cannot hold the stop up)
-        for name in ("alerts", "lighting"):
+        if self.web is not None:
+            await self.web.close()        # a running lamp test restores the lamps first
+        for name in ("web", "alerts", "lighting"):
             await sup.stop(name)
         for bus in self.buses.values():
             bus.request_stop()

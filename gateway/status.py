@@ -22,7 +22,9 @@ As a dict (:meth:`AgentStatus.as_dict`, ``schema`` 1; keys are added, never rena
      "alerts": [...], "commands": {...},
      "components": {"lighting": {"state": "running", "critical": true, "restarts": 0,
                                  "last_error": null, "failed_at": null}, ...},
-     "clock": {"trusted": true, "source": "ntp", "since": ...}}
+     "clock": {"trusted": true, "source": "ntp", "since": ...},
+     "web": {"urls": ["https://gw-1:8443"], "fingerprint": "AB:CD:...", "listening": true,
+             "sessions": 1, ...}}                      # only when the page is configured
 
 ``backlog`` is what waits in the store; ``store.memory`` what waits in memory while the store
 fails (or on its way into it). Times are Unix seconds.
@@ -66,11 +68,12 @@ class AgentStatus:
     lighting: dict[str, Any] | None = None
     alerts: list[Any] | None = None
     commands: dict[str, Any] | None = None
+    web: dict[str, Any] | None = None          # the technician's page, when configured
     schema: int = field(default=SCHEMA)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("lighting", "alerts", "commands"):
+        for key in ("lighting", "alerts", "commands", "web"):
             if d[key] is None:
                 del d[key]
         return d
@@ -146,4 +149,5 @@ def build_status(agent: Agent) -> AgentStatus:
         lighting=agent.lighting.snapshot() if agent.lighting is not None else None,
         alerts=agent.alerts.snapshot() if agent.alerts is not None else None,
         commands=agent.dispatcher.stats.as_dict() if agent.dispatcher is not None else None,
+        web=agent.web.snapshot() if agent.web is not None else None,
     )

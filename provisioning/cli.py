@@ -176,6 +176,18 @@ def provision_cmd(
         "--force", help="Replace another gateway's identity (old files kept aside).")] = False,
     no_input: Annotated[bool, typer.Option(
         "--no-input", help="Never prompt, even on a terminal.")] = False,
+    web_user: Annotated[str | None, typer.Option(
+        "--web-user", help="Add (or change) an account of the technician's page, and switch "
+                           "the page on; the password is asked twice.")] = None,
+    web_role: Annotated[str, typer.Option(
+        "--web-role", help="technician (may set overrides, run the lamp test) or viewer.")
+    ] = "technician",
+    web_password_file: Annotated[Path | None, typer.Option(
+        "--web-password-file", help="Read the web user's password from this file's first "
+                                    "line instead of asking (for scripts).")] = None,
+    web_listen: Annotated[str | None, typer.Option(
+        "--web-listen", help="Where the page listens, HOST:PORT (default 0.0.0.0:8443).")
+    ] = None,
 ) -> None:
     """Write a gateway's config and identity (key pair, CSR; certificate and CA when given)."""
     from provisioning.provision import (
@@ -211,12 +223,27 @@ def provision_cmd(
                                     default=system_timezone() or "UTC")
         if broker is None and existing.value("mqtt", "url") is None:
             broker = _ask("Broker URL", check_broker_url, default="mqtts://")
+    web_password = None
+    if web_user is not None:
+        if web_password_file is not None:
+            try:
+                web_password = web_password_file.read_text().splitlines()[0].strip()
+            except (OSError, IndexError) as err:
+                _fail(f"--web-password-file {web_password_file}: cannot read a password "
+                      f"({getattr(err, 'strerror', None) or 'empty file'})", code=2)
+        elif sys.stdin.isatty() and not no_input:
+            web_password = typer.prompt(f"Password for web user {web_user} (10 characters "
+                                        "or more)", hide_input=True, confirmation_prompt=True)
+        else:
+            _fail("--web-user needs a password: run on a terminal to be asked, or give "
+                  "--web-password-file FILE", code=2)
     try:
         req = ProvisionRequest(
             out_dir=out_dir, gateway_id=gateway_id, site=site,
             groups=parse_groups(groups) if groups is not None else None, lat=lat, lon=lon,
             timezone=timezone, broker=broker, topic_prefix=topic_prefix, store_path=store_path,
-            cert=cert, ca=ca, force=force)
+            cert=cert, ca=ca, force=force, web_user=web_user, web_role=web_role,
+            web_password=web_password, web_listen=web_listen)
     except ValueError as err:
         _fail(str(err), code=2)
     try:

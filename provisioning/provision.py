@@ -174,6 +174,11 @@ class ProvisionRequest:
     cert: Path | None = None          # a certificate to install (PEM)
     ca: Path | None = None            # a CA (bundle) to install (PEM)
     force: bool = False
+    # an account of the technician's page (the page is switched on with it)
+    web_user: str | None = None
+    web_role: str = "technician"
+    web_password: str | None = None
+    web_listen: str | None = None     # HOST:PORT (default 0.0.0.0:8443)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -445,6 +450,7 @@ def provision(req: ProvisionRequest, *, now: dt.datetime | None = None) -> Provi
     raw = build_config(base=base, gateway_id=gateway_id, site=site, groups=groups,
                        location=location, broker=broker, topic_prefix=topic_prefix,
                        store_path=store_path, tls=tls or None)
+    web_account = _web_account(req, raw, paths.out_dir)
     text = render_config(raw, now=now)
     try:
         parse_config(text, source=str(paths.config), base_dir=paths.out_dir)
@@ -480,6 +486,8 @@ def provision(req: ProvisionRequest, *, now: dt.datetime | None = None) -> Provi
             write_atomic(paths.ca, ca_pem, mode=PUBLIC_MODE)
             changes.append(FileChange(path=paths.ca, action=action, what="CA certificate",
                                       mode=PUBLIC_MODE))
+        if web_account is not None:
+            changes.append(_write_web_account(*web_account))
         changes.append(_write_config(paths, text, raw, existing))
     except OSError as err:
         raise ProvisionError(
@@ -496,6 +504,55 @@ def provision(req: ProvisionRequest, *, now: dt.datetime | None = None) -> Provi
     return ProvisionResult(gateway_id=gateway_id, site=site, paths=paths,
                            changes=tuple(changes), tls=tls_url, cert=cert, has_ca=has_ca,
                            kept_sections=kept, notes=tuple(notes))
+
+
+def _web_account(req: ProvisionRequest, raw: dict[str, Any],
+                 out_dir: Path) -> tuple[Path, str, str, str] | None:
+    """(accounts file, name, role, password) to write, the ``web:`` section added to ``raw``
+    when the config has none (the page is on once it has an account); None without
+    ``--web-user``. Every answer is checked here, before anything is written."""
+    if req.web_user is None:
+        if req.web_listen is not None:
+            raise BadAnswer("--web-listen needs --web-user (the page needs an account)",
+                            hint="add --web-user NAME")
+        return None
+    from gateway.web.accounts import Role, check_name, check_password
+
+    if req.web_role not in {r.value for r in Role}:
+        raise BadAnswer(f"--web-role {req.web_role!r}: technician or viewer",
+                        hint="correct the value and run again")
+    role = Role(req.web_role)
+    try:
+        name = check_name(req.web_user)
+        if req.web_password is None:
+            raise ValueError("a password is needed for the web user (asked on a terminal, "
+                             "or --web-password-file FILE)")
+        password = check_password(name, req.web_password)
+    except ValueError as err:
+        raise BadAnswer(str(err), hint="correct the value and run again") from err
+    web = raw.get("web")
+    web = dict(web) if isinstance(web, Mapping) else {"listen": "0.0.0.0:8443",
+                                                       "users": "web-users"}
+    if req.web_listen is not None:
+        web["listen"] = req.web_listen
+    raw["web"] = web
+    users = Path(str(web.get("users") or "web-users"))
+    if not users.is_absolute():
+        users = out_dir / users
+    return users, name, role.value, password
+
+
+def _write_web_account(users: Path, name: str, role: str, password: str) -> FileChange:
+    from gateway.web.accounts import Role, set_account
+
+    try:
+        existed = set_account(users, name, Role(role), password)
+    except ConfigError as err:
+        raise ProvisionError(f"{users}: {err}",
+                             hint=f"fix or remove {users} (it holds the page's accounts)"
+                             ) from err
+    return FileChange(path=users, action=Action.UPDATED if existed else Action.CREATED,
+                      what=f"web account {name} ({role}), argon2id", mode=SECRET_MODE)
 
 
 def _location(req: ProvisionRequest, existing: Existing) -> dict[str, Any] | None:

@@ -226,6 +226,37 @@ class ModbusBus:
         result: Sample = await self._submit(job, write=False)
         return result
 
+    async def read_device(self, device: str) -> list[Sample]:
+        """Read every point of ``device`` now, in the requests its polls make (queued ahead
+        of polls; the device's health is left to the polls). A point the device refuses comes
+        back with quality ``exception``, one that does not decode ``bad_data``; a silent device
+        raises DeviceTimeout at its first read, a bus that cannot be opened BusError."""
+        try:
+            dev = self.devices[device]
+        except KeyError:
+            raise NotFound(f"no device {device!r} on bus {self.settings.name}") from None
+        samples: list[Sample] = []
+        for plan in dev.plans:
+            for req in plan.reads:
+                async def job(req: ReadRequest = req) -> list[int]:
+                    return await self._read(dev, req)
+
+                try:
+                    regs: list[int] = await self._submit(job, write=False)
+                except DeviceException:
+                    ts = self._now_ms()
+                    samples.extend(Sample(device, p.name, ts, None, Quality.EXCEPTION)
+                                   for p in req.points)
+                    continue
+                ts = self._now_ms()
+                for p in req.points:
+                    try:
+                        samples.append(Sample(device, p.name, ts,
+                                              decode(p, req.slice_for(p, regs))))
+                    except (ValueError, UnicodeDecodeError):
+                        samples.append(Sample(device, p.name, ts, None, Quality.BAD_DATA))
+        return samples
+
     async def write_point(self, device: str, point: str, value: Value) -> None:
         """Write one writable point (range-checked before anything goes on the wire)."""
         spec = self.point(device, point)

@@ -15,6 +15,7 @@ __all__ = [
     "EPOCH_MS_MAX",
     "EPOCH_MS_MIN",
     "MAX_OVERRIDE_S",
+    "CheckArgs",
     "ClearOverrideArgs",
     "NoArgs",
     "PointArgs",
@@ -73,6 +74,14 @@ class PointArgs(_Args):
 
 class WritePointArgs(PointArgs):
     value: bool | int | float | Annotated[str, Field(max_length=256)]
+
+
+class CheckArgs(_Args):
+    """``check`` (local only: the technician's page): the commissioning checklist inside the
+    agent, with the lamp test when asked."""
+
+    lamp_test: bool = False
+    settle: float = Field(default=2.0, ge=0, le=30)     # seconds a driver gets per level
 
 
 class SyncTimeArgs(_Args):

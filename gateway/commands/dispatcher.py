@@ -33,8 +33,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import logging
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +59,7 @@ from gateway.codec import (
     sniff_encoding,
 )
 from gateway.commands.args import (
+    CheckArgs,
     ClearOverrideArgs,
     NoArgs,
     PointArgs,
@@ -83,7 +86,7 @@ from gateway.signing import (
 )
 from gateway.store import KeyValue
 
-__all__ = ["COMMANDS", "Dispatcher", "DispatcherStats", "Emit"]
+__all__ = ["COMMANDS", "LOCAL_COMMANDS", "Dispatcher", "DispatcherStats", "Emit"]
 
 log = logging.getLogger("edgegw.commands")
 
@@ -236,6 +239,53 @@ class Dispatcher:
                     code=ErrorCode.INTERNAL.value,
                     message=_text(f"internal error: {type(err).__name__}"))), encoding)
 
+    # ========================================================================== local users
+    async def handle_local(self, cmd: str, args: Mapping[str, Any], *, source: str,
+                           request_id: str | None = None) -> dict[str, Any]:
+        """A command from a local user already authenticated by the agent (the technician's
+        page): the platform commands' own arguments, limits, ordering, at-most-once per id
+        and audit event (``source`` names who asked, e.g. ``web:alice``), without the MQTT
+        envelope or a signature (the page's log-in stands for it). The local-only commands
+        (:data:`LOCAL_COMMANDS`) are accepted here and nowhere else. Returns the response as
+        a mapping (``{"id", "ok", "result"}`` or ``{"id", "ok", "error": {code, message}}``);
+        never raises (but lets cancellation through)."""
+        started = self._monotonic()
+        rid: str | int = request_id or f"local-{secrets.token_hex(8)}"
+        try:
+            self.stats.received += 1
+            if not self._admit(source, started):
+                out = self._limited(rid, Encoding.JSON, source)
+            else:
+                req = _Request(id=rid, cmd=cmd, args=dict(args), source=source,
+                               encoding=Encoding.JSON)
+                spec = COMMANDS.get(cmd) or LOCAL_COMMANDS.get(cmd)
+                if spec is None:
+                    out = self._answer(req, started, _failure(
+                        ErrorCode.UNKNOWN_COMMAND, f"unknown command {_show(cmd)}"))
+                else:
+                    try:
+                        parsed = parse_args(spec.args, cmd, req.args)
+                    except CommandFailure as f:
+                        out = self._answer(req, started, _failure(f.code, f.message))
+                    else:
+                        out = (await self._once(spec, parsed, req, started) if spec.changes
+                               else self._answer(req, started,
+                                                 await self._execute(spec, parsed, req)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.exception("commands: internal error on a local %s", _show(cmd))
+            return {"id": rid, "ok": False, "error": {
+                "code": ErrorCode.INTERNAL.value,
+                "message": _text(f"internal error: {type(err).__name__}")}}
+        answer: dict[str, Any] = json.loads(out)
+        return answer
+
+    def lock(self, name: str) -> asyncio.Lock:
+        """The lock commands that change ``name`` take (``lighting``, ``device:NAME``,
+        ``clock``): whatever else changes that thing takes it too, to stay in order."""
+        return self._locks.setdefault(name, asyncio.Lock())
+
     # ============================================================================ admission
     def _admit(self, source: str, now: float) -> bool:
         """Take a token; report limiting once when it starts, then at most once a period
@@ -381,8 +431,7 @@ class Dispatcher:
         self._inflight[key] = flight
         try:
             lock_name = spec.key(args) if spec.key is not None else req.cmd
-            lock = self._locks.setdefault(lock_name, asyncio.Lock())
-            async with lock:
+            async with self.lock(lock_name):
                 outcome = await self._execute(spec, args, req)
             writes = self.memory.remember(req.id, digest=digest, outcome=outcome,
                                           signed_ts=req.signed_ts)
@@ -464,6 +513,13 @@ class Dispatcher:
     async def _write_point(self, a: WritePointArgs) -> Mapping[str, Any]:
         await self.target.write_point(a.device, a.point, a.value)
         return {"device": a.device, "point": a.point, "value": a.value}
+
+    async def _check(self, a: CheckArgs) -> Mapping[str, Any]:
+        run = getattr(self.target, "run_check", None)
+        if run is None:
+            raise Unsupported("the commissioning check runs only inside the agent")
+        result: Mapping[str, Any] = await run(lamp_test=a.lamp_test, settle=a.settle)
+        return result
 
     async def _sync_time(self, a: SyncTimeArgs) -> Mapping[str, Any]:
         offset_s = (a.epoch_ms - self._now_ms()) / 1000
@@ -571,6 +627,13 @@ COMMANDS: dict[str, _Spec[Any]] = {
                        key=lambda a: "clock"),
 }
 """Every command (DESIGN.md 4.5) and whether it changes state (then it runs once per id)."""
+
+LOCAL_COMMANDS: dict[str, _Spec[Any]] = {
+    # the lamp test writes to the lamps: once per id, one check at a time (its lamp test
+    # takes the lighting lock itself, group by group)
+    "check": _Spec(CheckArgs, Dispatcher._check, changes=True, key=lambda a: "check"),
+}
+"""Commands only local users may run (:meth:`Dispatcher.handle_local`), never from MQTT."""
 
 _SIGNATURE_CODES: dict[type[SignatureError], ErrorCode] = {
     Unsigned: ErrorCode.UNSIGNED,

@@ -8,7 +8,7 @@ import dataclasses
 import termios
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from drivers.errors import DriverError
 from drivers.modbus.bus import DeviceSettings, ModbusBus
@@ -22,6 +22,7 @@ from gateway.wiring import modbus_settings
 from provisioning.check.model import (
     CheckOptions,
     CheckResult,
+    LiveSite,
     Status,
     _fmt_value,
     _Timer,
@@ -30,6 +31,33 @@ from provisioning.ports import Holder
 
 
 # -------------------------------------------------------------------- outputs, lamp test
+class _Access(Protocol):
+    """How the outputs are reached: buses of the check's own, or the running agent's."""
+
+    def spec(self, device: str, point: str) -> PointSpec | None: ...
+
+    async def read(self, device: str, point: str) -> Value | None: ...
+
+    async def write(self, device: str, point: str, value: Value) -> None: ...
+
+
+class _LiveOutputs:
+    """The lamps through the running agent's command path (its buses, queued with its polls
+    and the lighting's writes)."""
+
+    def __init__(self, live: LiveSite) -> None:
+        self.live = live
+
+    def spec(self, device: str, point: str) -> PointSpec | None:
+        return self.live.point_spec(device, point)
+
+    async def read(self, device: str, point: str) -> Value | None:
+        return await self.live.read_point(device, point)
+
+    async def write(self, device: str, point: str, value: Value) -> None:
+        await self.live.write_point(device, point, value)
+
+
 class _Outputs:
     """Buses opened without polling, for reading and writing the lighting outputs."""
 
@@ -88,7 +116,7 @@ def _level_value(spec: PointSpec, level: float) -> Value:
     return round(level)
 
 
-async def _check_outputs(cfg: Config, rules: Any, outputs: _Outputs) -> list[CheckResult]:
+async def _check_outputs(cfg: Config, rules: Any, outputs: _Access) -> list[CheckResult]:
     out = []
     for g in rules.groups:
         t = _Timer()
@@ -129,7 +157,7 @@ class _Step:
     power: dict[str, float | None]        # output key -> W (None: no lamp_power point)
 
 
-async def _lamp_test_group(g: Any, outputs: _Outputs, options: CheckOptions) -> CheckResult:
+async def _lamp_test_group(g: Any, outputs: _Access, options: CheckOptions) -> CheckResult:
     t = _Timer()
     key, title = f"lamp-test:{g.name}", f"lamp test {g.name}"
     outs = [o for o in g.outputs if o.gpio is None and outputs.spec(o.device, o.point)]
@@ -186,23 +214,36 @@ async def _lamp_test_group(g: Any, outputs: _Outputs, options: CheckOptions) -> 
                     hint=hint, data=data)
 
 
-async def _lamp_tests(rules: Any, outputs: _Outputs, options: CheckOptions,
-                      agents: tuple[Holder, ...]) -> list[CheckResult]:
+async def _lamp_tests(rules: Any, outputs: _Access, options: CheckOptions,
+                      agents: tuple[Holder, ...], live: LiveSite | None = None
+                      ) -> list[CheckResult]:
     out = []
     for g in rules.groups:
+        if options.on_phase is not None:
+            options.on_phase(f"lamp test {g.name}: off, 50 %, 100 %")
+        if live is not None:
+            # inside the agent: the lighting leaves the group to the test, then takes it back
+            async with live.hold_lamps([g.name]):
+                result = await _lamp_test_group(g, outputs, options)
+            out.append(result)
+            if options.on_result is not None:
+                options.on_result(result)
+            continue
         if agents:
             t = _Timer()
             out.append(t.result(
                 f"lamp-test:{g.name}", f"lamp test {g.name}", Status.FAIL,
                 "not run: the agent is running and would set the levels back",
-                hint="sudo systemctl stop edgegw, run the lamp test, "
-                     "sudo systemctl start edgegw"))
-            continue
-        out.append(await _lamp_test_group(g, outputs, options))
+                hint="run it from the technician's page (it runs inside the agent), or: sudo "
+                     "systemctl stop edgegw, run the lamp test, sudo systemctl start edgegw"))
+        else:
+            out.append(await _lamp_test_group(g, outputs, options))
+        if options.on_result is not None:
+            options.on_result(out[-1])
     return out
 
 
-async def _restore(outputs: _Outputs, outs: Sequence[Any],
+async def _restore(outputs: _Access, outs: Sequence[Any],
                    previous: Mapping[str, Value]) -> list[str]:
     """Put every output back to its level from before the test (shielded: a Ctrl-C during
     the test must still leave the lamps as they were)."""
@@ -282,14 +323,31 @@ def _judge(g: Any, outs: Sequence[Any], steps: Sequence[_Step]
 
 
 async def _outputs_and_lamps(cfg: Config, rules: Any, options: CheckOptions,
-                             agents: tuple[Holder, ...], *, check: bool) -> list[CheckResult]:
-    """The groups' outputs read back (with ``check``), and the lamp test when asked for."""
+                             agents: tuple[Holder, ...], *, check: bool,
+                             live: LiveSite | None = None) -> list[CheckResult]:
+    """The groups' outputs read back (with ``check``), and the lamp test when asked for
+    (through the running agent when ``live``)."""
     devices = {o.device for g in rules.groups for o in g.outputs if o.device}
     out: list[CheckResult] = []
+    if live is not None:
+        access = _LiveOutputs(live)
+        if check:
+            rows = await _check_outputs(cfg, rules, access)
+            for r in rows:
+                if options.on_result is not None:
+                    options.on_result(r)
+            out.extend(rows)
+        if options.lamp_test:
+            out.extend(await _lamp_tests(rules, access, options, (), live))
+        return out
     try:
         async with _Outputs(cfg, devices, options.timeout) as outputs:
             if check:
-                out.extend(await _check_outputs(cfg, rules, outputs))
+                rows = await _check_outputs(cfg, rules, outputs)
+                for r in rows:
+                    if options.on_result is not None:
+                        options.on_result(r)
+                out.extend(rows)
             if options.lamp_test:
                 out.extend(await _lamp_tests(rules, outputs, options, agents))
     except (termios.error, ValueError) as err:

@@ -7,13 +7,19 @@ import importlib.metadata
 import platform
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from drivers.modbus.registers import Value
+from drivers.modbus.registers import PointSpec, Value
 from gateway import __version__
 from provisioning.ports import Holder
+
+if TYPE_CHECKING:
+    from drivers.modbus.bus import ModbusBus
+    from drivers.serial.reader import ReaderStats
+    from gateway.config import Config
 
 CERT_WARN_DAYS = 30
 CLOCK_EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)   # a clock before this is surely unset
@@ -59,6 +65,47 @@ class CheckOptions:
     ntp_probe: Callable[[], str | None] | None = None        # "NTP synchronised (...)" or None
     # None: the agent of the checked config (its control socket, or `run` with this file)
     agent_probe: Callable[[], tuple[Holder, ...]] | None = None
+    # progress, for a page that shows the steps as they go: each line as it is decided, and
+    # what is being checked now
+    on_result: Callable[[CheckResult], None] | None = None
+    on_phase: Callable[[str], None] | None = None
+
+
+class LiveSite(Protocol):
+    """The running agent, for a check run inside it (the technician's page, which cannot stop
+    the agent that serves it): its config, its own buses and serial readers, its clock, and
+    the lamps through its command path. The agent implements it (gateway/sitecheck.py);
+    nothing here imports the agent."""
+
+    @property
+    def config(self) -> Config: ...
+
+    def agent_detail(self) -> str:
+        """How the agent runs, for the checklist's agent line."""
+        ...
+
+    def modbus_bus(self, name: str) -> ModbusBus | None:
+        """The agent's bus of that name (polling as usual; reads queue ahead of polls)."""
+        ...
+
+    def serial_status(self, bus: str) -> tuple[ReaderStats, dict[str, Value]] | None:
+        """A serial sensor's reader statistics and its latest good values."""
+        ...
+
+    def clock(self) -> tuple[bool, str | None]:
+        """(trusted, how) of the agent's lighting clock."""
+        ...
+
+    def point_spec(self, device: str, point: str) -> PointSpec | None: ...
+
+    async def read_point(self, device: str, point: str) -> Value | None: ...
+
+    async def write_point(self, device: str, point: str, value: Value) -> None: ...
+
+    def hold_lamps(self, groups: list[str]) -> AbstractAsyncContextManager[None]:
+        """While held, the lighting leaves these groups' outputs to the lamp test, and overrides
+        and rules changes wait; on leaving, the lighting drives them again at once."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
