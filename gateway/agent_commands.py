@@ -26,6 +26,7 @@ from policies.common import levels_as_numbers, rules_version
 if TYPE_CHECKING:                 # the lighting and alert loops load only when configured
     from gateway.alerting import AlertMonitor
     from gateway.lighting import LightingController
+    from gateway.remote_config import ConfigChanger
     from gateway.sitecheck import SiteChecks
 
 __all__ = ["AgentCommands"]
@@ -46,6 +47,7 @@ class AgentCommands(CommandTarget):
         self._status = status
         self._wall = wall_clock
         self.site_checks: SiteChecks | None = None    # the page's check (when it is on)
+        self.config: ConfigChanger | None = None      # get_config / set_config
 
     # ------------------------------------------------------------------ reads and writes
     def bus_of(self, device: str) -> ModbusBus:
@@ -126,6 +128,19 @@ class AgentCommands(CommandTarget):
         if alerts is not None and self.alerts is not None:
             self.alerts.set_rules(alerts)
         return {"version": self._rules_version(), "warnings": warnings}
+
+    # ------------------------------------------------------------------ configuration
+    def get_config(self) -> dict[str, Any]:
+        if self.config is None:
+            raise Unsupported("the agent's configuration is not available")
+        return self.config.get_config()
+
+    def set_config(self, config: Any, probation_s: float | None) -> dict[str, Any]:
+        if self.config is None:
+            raise Unsupported("remote configuration")
+        return self.config.set_config(
+            config, probation_s if probation_s is not None
+            else self.config.cfg.commands.config_probation_s)
 
     # ------------------------------------------------------------------ local only
     async def run_check(self, *, lamp_test: bool, settle: float) -> dict[str, Any]:

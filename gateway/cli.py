@@ -107,6 +107,30 @@ def fail(message: str, *, code: int = 1, hint: str | None = None) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _probation_at_start(path: Path, cfg: Config) -> tuple[Any, dict[str, Any] | None]:
+    """A config on probation: count this start; after MAX_STARTS starts that never came up,
+    put the previous config back. Returns (the probation to watch, or None; the roll-back's
+    event detail, or None)."""
+    from gateway.remote_config import MAX_STARTS, Probation
+
+    pending = Probation.load(path)
+    if pending is None:
+        return None, None
+    if pending.digest != cfg.digest():        # the file was changed by hand since
+        pending.clear()
+        return None, None
+    pending.starts += 1
+    pending.save()
+    if pending.starts <= MAX_STARTS:
+        return pending, None
+    log.error("config %s did not come up in %d starts: putting %s back", pending.digest,
+              MAX_STARTS, pending.previous)
+    if not pending.roll_back():
+        return pending, None
+    return None, {"digest": pending.digest, "restored": pending.previous,
+                  "reason": f"the agent did not come up in {MAX_STARTS} starts"}
+
+
 def load_or_exit(path: Path) -> Config:
     try:
         return load_config(path)
@@ -136,6 +160,7 @@ def run(config: ConfigOpt,
     _setup_logging(verbose)
     cfg = load_or_exit(config)
     from gateway.control import status_line
+    from gateway.remote_config import Probation, start_probation
     from gateway.runtime import Agent, log_events
     from gateway.service import SystemdNotifier
     from gateway.supervisor import ComponentFailed
@@ -145,18 +170,47 @@ def run(config: ConfigOpt,
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        notifier = SystemdNotifier(status_interval=cfg.service.status_interval,
-                                   own_tasks=False)
-        agent = Agent(cfg, log_samples=log_samples, control=True, notifier=notifier,
-                      first_connect_jitter=cfg.service.connect_jitter)
-        log_events(agent)
-        async with notifier as sd, agent:
-            log.info("gateway %s running: %d bus(es), %d device(s)", cfg.gateway.id,
-                     len(agent.buses), len(cfg.devices))
-            sd.ready(status_line(agent.state_snapshot()))
-            await agent.run(stop)
+        current = cfg
+        while True:
+            restart = await serve(current, stop)
+            if not restart:
+                break
+            # set_config wrote a new file, or a roll-back put the old one back: run on it
+            log.warning("restarting on %s", config)
+            try:
+                current = load_config(config)
+            except ConfigError as err:     # validated before it was written: only a hand edit
+                log.error("%s; putting the previous config back", err)
+                pending = Probation.load(config)
+                if pending is None or not pending.roll_back():
+                    raise
+                current = load_config(config)
         log.info("stopped cleanly")
 
+    async def serve(current: Config, stop: asyncio.Event) -> bool:
+        notifier = SystemdNotifier(status_interval=current.service.status_interval,
+                                   own_tasks=False)
+        pending, rolled_back = _probation_at_start(config, current)
+        if rolled_back is not None:
+            current = load_config(config)
+        agent = Agent(current, log_samples=log_samples, control=True, notifier=notifier,
+                      first_connect_jitter=current.service.connect_jitter)
+        log_events(agent)
+        watch: asyncio.Task[None] | None = None
+        async with notifier as sd, agent:
+            log.info("gateway %s running: %d bus(es), %d device(s)", current.gateway.id,
+                     len(agent.buses), len(current.devices))
+            sd.ready(status_line(agent.state_snapshot()))
+            if rolled_back is not None:
+                agent.emit_event("config_rolled_back", None, rolled_back)
+            if pending is not None:
+                watch = asyncio.create_task(start_probation(agent, pending),
+                                            name="config-probation")
+            try:
+                return await agent.run(stop)
+            finally:
+                if watch is not None:
+                    watch.cancel()
     try:
         asyncio.run(main())
     except ComponentFailed as err:

@@ -51,6 +51,9 @@ class EventType(StrEnum):
     LAMP_FAILURE = "lamp_failure"
     LAMP_UNEXPECTED_ON = "lamp_unexpected_on"
     LAMP_RECOVERED = "lamp_recovered"
+    CONFIG_RECEIVED = "config_received"
+    CONFIG_APPLIED = "config_applied"
+    CONFIG_ROLLED_BACK = "config_rolled_back"
     COMMAND = "command"
     COMMAND_RATE_LIMITED = "command_rate_limited"
     WEB_LOGIN = "web_login"
@@ -83,6 +86,9 @@ SEVERITY: dict[EventType, Severity] = {
     EventType.LAMP_FAILURE: Severity.ALARM,
     EventType.LAMP_UNEXPECTED_ON: Severity.WARNING,
     EventType.LAMP_RECOVERED: Severity.INFO,
+    EventType.CONFIG_RECEIVED: Severity.INFO,
+    EventType.CONFIG_APPLIED: Severity.INFO,
+    EventType.CONFIG_ROLLED_BACK: Severity.ALARM,
     EventType.COMMAND: Severity.INFO,
     EventType.COMMAND_RATE_LIMITED: Severity.WARNING,
     EventType.WEB_LOGIN: Severity.INFO,

@@ -48,6 +48,7 @@ from gateway.northbound import Northbound, make_northbound
 from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline
 from gateway.publisher import Publisher
+from gateway.remote_config import ConfigChanger
 from gateway.status import AgentStatus, build_status
 from gateway.supervisor import Component, Supervisor
 from gateway.wiring import catalogue_points, make_buses, make_serial, start_gpio
@@ -110,7 +111,10 @@ class Agent:
         self.commands = AgentCommands(buses=self.buses, latest=self.latest, lighting=None,
                                       alerts=None, clock=self.clock,
                                       status=self.state_snapshot, wall_clock=wall_clock)
+        self.commands.config = ConfigChanger(config, emit=self.events.emit,
+                                             restart=self._restart_soon, wall_clock=wall_clock)
         self.dispatcher: Dispatcher | None = None
+        self.restart_requested = asyncio.Event()   # set_config: run again on the new file
         self.link: MqttLink | None = None
         self.publisher: Publisher | None = None
         self.northbound: Northbound | None = None
@@ -372,17 +376,29 @@ class Agent:
         await sup.stop("store")
         await self.outbox.close(within=self.config.store.stall_timeout)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop`` is set; ComponentFailed if a critical component gave up."""
+    async def run(self, stop: asyncio.Event) -> bool:
+        """Serve until ``stop`` is set (False) or a restart on a new config file is asked for
+        (True: ``set_config``, a roll-back); ComponentFailed if a critical component gave up."""
         assert self.supervisor is not None, "enter the agent first"
         stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        restart: asyncio.Future[Any] = asyncio.ensure_future(self.restart_requested.wait())
         failed = self.supervisor.failed
         try:
-            await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([stopped, failed, restart], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopped.cancel()
+            restart.cancel()
         if failed.done() and not stop.is_set():
             raise failed.result()
+        return self.restart_requested.is_set() and not stop.is_set()
+
+    def _restart_soon(self) -> None:
+        # the set_config response goes out first
+        asyncio.get_running_loop().call_later(0.5, self.request_restart)
+
+    def request_restart(self) -> None:
+        """Stop serving and let the runner start again on the config file (remote config)."""
+        self.restart_requested.set()
 
     async def wait_first_cycle(self) -> None:
         """Until every bus has polled each of its devices once (answering or not)."""

@@ -648,6 +648,22 @@ def test_format_line_and_subscriptions() -> None:
     assert batch_header(payload)["seq"] == 9 and batch_header(payload)["points"] == 64
 
 
+def test_a_msgpack_response_with_binary_values_still_prints() -> None:
+    """A hostile or odd msgpack response (binary values, extension types, binary keys) is
+    printed, not a crash of `platform listen`."""
+    import msgpack
+
+    dec = Decoder(prefix="city/v1")
+    body = msgpack.packb({"id": "r1", "ok": True, "result": {
+        "blob": b"\x00\xff", "ext": msgpack.ExtType(7, b"ab"), b"k": 1}}, use_bin_type=True)
+    line = format_line(dec.decode("city/v1/gw1/cmd/res", body))
+    out = json.loads(line)
+    assert out["kind"] == "response" and out["id"] == "r1"
+    assert out["result"]["blob"] == {"$bytes": "AP8="}
+    assert out["result"]["ext"] == {"$ext": 7, "$bytes": "YWI="}
+    assert out["result"]["aw=="] == 1
+
+
 def test_hypothesis_strategies_cover_mixed_columns() -> None:
     # guard for the round-trip test: a mixed column goes raw and still round-trips
     samples = [Sample("d", "p", 0, 1), Sample("d", "p", 1, 1.0), Sample("d", "p", 2, True),

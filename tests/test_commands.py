@@ -171,6 +171,14 @@ class FakeAgent:
         return {"clock_trusted": True, "clock_set": set_clock,
                 "offset_ms": self.clock_offset_ms}
 
+    def get_config(self) -> dict[str, Any]:
+        self.calls.append(("get_config", {}))
+        return {"digest": "d0", "config": {"gateway": {"id": "gw1"}}}
+
+    def set_config(self, config: Any, probation_s: float | None) -> dict[str, Any]:
+        self.calls.append(("set_config", {"probation_s": probation_s}))
+        return {"accepted": True, "changed": True, "digest": "d1"}
+
 
 class SlowAgent(FakeAgent):
     """set_override waits on a gate, so two deliveries of one request overlap."""

@@ -17,7 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.codec import CommandRequest, Encoding, decode_response, sniff_encoding
+from gateway.codec import (
+    CommandRequest,
+    Encoding,
+    decode_response,
+    encode_request,
+    sniff_encoding,
+)
 from gateway.commands import CommandsCfg, Dispatcher, parse_commands
 from gateway.errors import ConfigError
 from gateway.signing import (
@@ -441,3 +447,30 @@ def test_verifier_rejects_empty_key_sets() -> None:
         Verifier.ed25519([], window_s=1)
     with pytest.raises(ValueError):
         Verifier.hmac_sha256([b"short"], window_s=1)
+
+
+# ============================================================================== set_config
+async def test_set_config_runs_only_signed_even_when_signatures_are_optional(
+        keys: tuple[SigningKey, Path]) -> None:
+    key, pub = keys
+    agent = FakeAgent()
+    d = gateway(pub, agent=agent, require=False, remote_config=True)
+    plain = encode_request(CommandRequest(id="u-1", cmd="set_config",
+                                          args={"config": {"gateway": {"id": GW}}}))
+    r = answer(await d.handle(OWN, plain))
+    assert r["code"] == "unsigned" and ("set_config", {"probation_s": None}) not in agent.calls
+    ok = answer(await d.handle(OWN, signed(key, "s-1", "set_config",
+                                          {"config": {"gateway": {"id": GW}},
+                                           "probation_s": 30})))
+    assert ok["ok"] and ("set_config", {"probation_s": 30}) in agent.calls
+    # get_config needs no signature (when signatures are optional), never the secrets' content
+    plain = encode_request(CommandRequest(id="u-2", cmd="get_config"))
+    assert answer(await d.handle(OWN, plain))["ok"]
+    # the technician's page cannot send it either
+    local = await d.handle_local("set_config", {"config": {}}, source="web:alice")
+    assert local["ok"] is False and local["error"]["code"] == "unsigned"
+
+
+def test_remote_config_needs_signing() -> None:
+    with pytest.raises(ValueError, match="remote_config needs a `signing:` section"):
+        CommandsCfg.model_validate({"remote_config": True})

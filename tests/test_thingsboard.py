@@ -155,11 +155,11 @@ async def test_connect_telemetry_and_attributes_as_thingsboard_documents(
     async with open_spec(SPEC, ephemeral=True) as sim, platform.running():
         async with Agent(tb_config(sim, broker, tmp_path)) as agent:
             await platform.until(lambda: len(values_of(platform, "gw-tb.env-1",
-                                                       "temperature")) >= 5)
-            await platform.until(lambda: platform.on("v1/devices/me/telemetry"))
+                                                       "illuminance")) >= 5, within=30)
+            await platform.until(lambda: platform.on("v1/devices/me/telemetry"), within=30)
             latest = {k: v for k, v in agent.latest.items()}
         # a clean stop says goodbye for each device
-        await platform.until(lambda: len(platform.on("v1/gateway/disconnect")) == 6)
+        await platform.until(lambda: len(platform.on("v1/gateway/disconnect")) == 6, within=30)
     for topic, obj in platform.messages:
         check_shape(topic, obj)
     names = {c["device"] for c in platform.on("v1/gateway/connect")}

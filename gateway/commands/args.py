@@ -84,6 +84,15 @@ class CheckArgs(_Args):
     settle: float = Field(default=2.0, ge=0, le=30)     # seconds a driver gets per level
 
 
+class SetConfigArgs(_Args):
+    """``set_config``: a whole config, as YAML text or as an object (docs/configuration.md);
+    ``probation_s``: how long it has to come up healthy (default
+    ``commands.config_probation_s``)."""
+
+    config: dict[str, Any] | Annotated[str, Field(min_length=1, max_length=1_000_000)]
+    probation_s: float | None = Field(default=None, ge=5, le=3600)
+
+
 class SyncTimeArgs(_Args):
     epoch_ms: int = Field(ge=EPOCH_MS_MIN, le=EPOCH_MS_MAX)
 

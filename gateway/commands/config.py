@@ -86,11 +86,18 @@ class CommandsCfg(_Model):
     concurrency: int = Field(default=16, ge=1, le=256)
     # sync_time refuses to move a trusted clock by more than this (seconds)
     max_clock_step_s: float = Field(default=86_400.0, gt=0)
+    # set_config (a whole new config, signed) is accepted; it must come up healthy within
+    # config_probation_s seconds or the previous config is put back
+    remote_config: bool = False
+    config_probation_s: float = Field(default=120.0, ge=5, le=3600)
 
     @model_validator(mode="after")
     def _signing_needed(self) -> CommandsCfg:
         if self.require_signature and self.signing is None:
             raise ValueError("require_signature needs a `signing:` section with the key file")
+        if self.remote_config and self.signing is None:
+            raise ValueError("remote_config needs a `signing:` section: set_config must be "
+                             "signed")
         return self
 
 

@@ -63,6 +63,7 @@ from gateway.commands.args import (
     ClearOverrideArgs,
     NoArgs,
     PointArgs,
+    SetConfigArgs,
     SetOverrideArgs,
     SetRulesArgs,
     SyncTimeArgs,
@@ -141,6 +142,7 @@ class _Spec(Generic[A]):
     changes: bool          # changes state: executed at most once per id
     # what it changes: commands with the same key run one at a time, in arrival order
     key: Callable[[A], str] | None = None
+    signed: bool = False   # only with a verified signature (never from a local user either)
 
 
 class _Inflight:
@@ -259,7 +261,10 @@ class Dispatcher:
                 req = _Request(id=rid, cmd=cmd, args=dict(args), source=source,
                                encoding=Encoding.JSON)
                 spec = COMMANDS.get(cmd) or LOCAL_COMMANDS.get(cmd)
-                if spec is None:
+                if spec is not None and spec.signed:
+                    out = self._answer(req, started, _failure(
+                        ErrorCode.UNSIGNED, f"{cmd} must come signed from the platform"))
+                elif spec is None:
                     out = self._answer(req, started, _failure(
                         ErrorCode.UNKNOWN_COMMAND, f"unknown command {_show(cmd)}"))
                 else:
@@ -340,6 +345,10 @@ class Dispatcher:
             return self._answer(req, started, _failure(
                 ErrorCode.UNKNOWN_COMMAND, f"unknown command {_show(req.cmd)} (commands: "
                 f"{', '.join(sorted(COMMANDS))})"))
+        if spec.signed and (req.signed_ts is None or self._verifier is None):
+            return self._answer(req, started, _failure(
+                ErrorCode.UNSIGNED, f"{req.cmd} must be signed with a key of "
+                "commands.signing"))
         try:
             args = parse_args(spec.args, req.cmd, req.args)
         except CommandFailure as f:
@@ -510,6 +519,12 @@ class Dispatcher:
         return {"device": s.device, "point": s.point, "ts": s.ts, "value": s.value,
                 "quality": s.quality.value}
 
+    async def _get_config(self, a: NoArgs) -> Mapping[str, Any]:
+        return self.target.get_config()
+
+    async def _set_config(self, a: SetConfigArgs) -> Mapping[str, Any]:
+        return self.target.set_config(a.config, a.probation_s)
+
     async def _write_point(self, a: WritePointArgs) -> Mapping[str, Any]:
         await self.target.write_point(a.device, a.point, a.value)
         return {"device": a.device, "point": a.point, "value": a.value}
@@ -625,6 +640,9 @@ COMMANDS: dict[str, _Spec[Any]] = {
                          key=lambda a: f"device:{a.device}"),
     "sync_time": _Spec(SyncTimeArgs, Dispatcher._sync_time, changes=True,
                        key=lambda a: "clock"),
+    "get_config": _Spec(NoArgs, Dispatcher._get_config, changes=False),
+    "set_config": _Spec(SetConfigArgs, Dispatcher._set_config, changes=True,
+                        key=lambda a: "config", signed=True),
 }
 """Every command (DESIGN.md 4.5) and whether it changes state (then it runs once per id)."""
 

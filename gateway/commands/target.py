@@ -93,3 +93,15 @@ class CommandTarget(Protocol):
         also set the system clock. Returns e.g. ``{"clock_trusted": true, "offset_ms": ...,
         "clock_set": false}``."""
         ...
+
+    def get_config(self) -> dict[str, Any]:
+        """``get_config``: the config in force without secrets, its digest, and a config on
+        probation if any."""
+        ...
+
+    def set_config(self, config: Any, probation_s: float | None) -> dict[str, Any]:
+        """``set_config``: validate a whole new config (YAML text or an object), keep the old
+        one, write the new one and restart on it, rolling back if it does not come up healthy
+        within ``probation_s``. Unsupported when remote configuration is off; BadValue for a
+        config that does not validate (the old one stays)."""
+        ...

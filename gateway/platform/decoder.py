@@ -67,23 +67,41 @@ def subscriptions(prefix: str, *, share: str | None = None,
 
 
 def format_line(message: Message) -> str:
-    """One message as one line of compact JSON. Non-finite floats (NaN, infinity), which JSON
-    cannot carry, are written as null."""
+    """One message as one line of compact JSON. What JSON cannot carry is written as JSON can:
+    non-finite floats (NaN, infinity) as null, msgpack binary values as ``{"$bytes": base64}``,
+    msgpack extension values as ``{"$ext": code, "$bytes": base64}``, a map key that is not
+    text as its text form."""
     try:
         return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        return json.dumps(_finite(message), separators=(",", ":"), ensure_ascii=False,
+    except (ValueError, TypeError):
+        return json.dumps(_plain(message), separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
 
 
-def _finite(obj: Any) -> Any:
+def _plain(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return {"$bytes": base64.b64encode(bytes(obj)).decode()}
+    code, data = getattr(obj, "code", None), getattr(obj, "data", None)
+    if isinstance(obj, tuple) and isinstance(code, int) and isinstance(data, bytes):
+        return {"$ext": code, "$bytes": base64.b64encode(data).decode()}   # msgpack ExtType
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {_key(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def _key(k: Any) -> str:
+    if isinstance(k, str):
+        return k
+    if isinstance(k, (bytes, bytearray)):
+        return base64.b64encode(bytes(k)).decode()
+    return json.dumps(_plain(k), allow_nan=False) if not isinstance(k, float) or (
+        math.isfinite(k)) else str(k)
 
 
 def _error(topic: str | None, gateway: str | None, reason: str) -> Message:
