@@ -16,7 +16,8 @@
 #   --source DIR        install from this source tree
 #   --config FILE       install FILE as /etc/edgegw/config.yaml (an existing, different config
 #                       is kept: the new one is written beside it as config.yaml.new)
-#   --extras LIST       pip extras, e.g. "pi" for RPi.GPIO on a Pi 1-4
+#   --extras LIST       pip extras, comma-separated: pi (RPi.GPIO, Pi 1-4) or pi5 (lgpio), web,
+#                       sparkplug (docs/operations.md, "By board")
 #   --no-systemctl      lay out files only: never call systemctl (also NO_SYSTEMD=1)
 #   --no-user           do not create the service user (also EDGEGW_NO_USER=1)
 #   --no-start          install and enable, but do not start
