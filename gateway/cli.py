@@ -10,11 +10,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import aiomqtt
 import typer
@@ -28,6 +27,8 @@ from gateway.config import (
 )
 from gateway.control import DEFAULT_SOCKET
 from gateway.errors import ConfigError, GatewayError
+from gateway.journal import JournalFormatter, JournalHandler, under_journald
+from gateway.journal import available as journal_available
 from gateway.platform.client import (
     Broker,
     capture_line,
@@ -53,42 +54,13 @@ log = logging.getLogger("edgegw")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to the config (YAML).")]
 
 
-class JournalFormatter(logging.Formatter):
-    """Lines for journald: a ``<N>`` syslog priority prefix (``journalctl -p warning`` then
-    filters by level), no timestamp (the journal stamps each line), and the event's device or
-    bus in brackets when the record carries one."""
-
-    PRIORITY: ClassVar[dict[int, int]] = {logging.CRITICAL: 2, logging.ERROR: 3,
-                                          logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
-
-    def __init__(self) -> None:
-        super().__init__("%(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        prio = self.PRIORITY.get(record.levelno, 6 if record.levelno > logging.DEBUG else 7)
-        text = super().format(record)
-        # a traceback spans lines: each gets the prefix, or journald files them at info
-        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
-
-
-def under_journald(environ: dict[str, str] | None = None) -> bool:
-    """Whether stderr goes to the journal (systemd sets JOURNAL_STREAM to its device:inode)."""
-    env = os.environ if environ is None else environ
-    stream = env.get("JOURNAL_STREAM", "")
-    if not stream:
-        return False
-    try:
-        st = os.fstat(sys.stderr.fileno())
-    except (OSError, ValueError):
-        return False
-    return stream == f"{st.st_dev}:{st.st_ino}"
-
-
 def _setup_logging(verbose: int) -> None:
     """INFO by default; ``-v`` DEBUG for edgegw; ``-vv`` DEBUG for the libraries too."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(sys.stderr)
     if under_journald():
         handler.setFormatter(JournalFormatter())
+        if journal_available():      # the journal's fields (EDGEGW_DEVICE...), stderr if refused
+            handler = JournalHandler(fallback=handler)
     else:
         handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)-7s %(name)s: %(message)s"))

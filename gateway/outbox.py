@@ -68,7 +68,8 @@ from gateway.store_worker import StoreWorker, wait
 
 __all__ = ["Held", "Outbox", "Outgoing", "StoreState"]
 
-log = logging.getLogger("edgegw.store")
+# every line carries the journal field EDGEGW_COMPONENT=store (gateway/journal.py)
+log = logging.LoggerAdapter(logging.getLogger("edgegw.store"), {"component": "store"})
 
 T = TypeVar("T")
 Emit = Callable[..., None]

@@ -33,7 +33,8 @@ from gateway.store import Store
 
 __all__ = ["StoreWorker"]
 
-log = logging.getLogger("edgegw.store")
+# every line carries the journal field EDGEGW_COMPONENT=store (gateway/journal.py)
+log = logging.LoggerAdapter(logging.getLogger("edgegw.store"), {"component": "store"})
 
 T = TypeVar("T")
 _Job = tuple[str, Callable[[], Any], "concurrent.futures.Future[Any]"]

@@ -158,11 +158,12 @@ class Supervisor:
                 c.restarts += 0 if give_up else 1
                 c.last_error = f"{type(err).__name__}: {err}"[:500]
                 c.failed_at = self._wall()
+                f = {"component": c.name, "event": "component_failed"}   # journal fields
                 if permanent:
-                    log.error("%s: %s (not restarted)", c.name, err)
+                    log.error("%s: %s (not restarted)", c.name, err, extra=f)
                 else:
                     log.error("%s failed%s", c.name, "; giving up" if give_up else
-                              "; restarting", exc_info=err)
+                              "; restarting", exc_info=err, extra=f)
                 self._report(c, err, restarting=not give_up)
                 if give_up:
                     c.state = ComponentState.FAILED

@@ -297,6 +297,12 @@ class ModbusBus:
             stopbits=s.stopbits, bytesize=s.bytesize, timeout=s.timeout, retries=s.retries,
             reconnect_delay=0, name=s.name)
 
+    def _fields(self, dev: DeviceState | None = None, event: str | None = None
+                ) -> dict[str, str | None]:
+        """A log line's journal fields (gateway/journal.py): this bus, the device, the event."""
+        return {"bus": self.settings.name, "device": dev.settings.name if dev else None,
+                "event": event}
+
     def _where(self) -> str:
         s = self.settings
         return f"modbus {s.name} ({s.host}:{s.port})" if s.kind is BusKind.TCP else (
@@ -326,7 +332,7 @@ class ModbusBus:
             raise BusError(f"{self._where()}: cannot connect: {reason}")
         if self.state is not ConnState.CONNECTED:
             self.stats.reconnects += 1
-            log.info("%s: connected", self._where())
+            log.info("%s: connected", self._where(), extra=self._fields())
         self.state = ConnState.CONNECTED
         self._reconnect.reset()
 
@@ -491,7 +497,7 @@ class ModbusBus:
         dev.next_due[plan.period] = due
 
     async def _bus_down(self, err: BusError) -> None:
-        log.warning("%s", err)
+        log.warning("%s", err, extra=self._fields())
         for dev in self.devices.values():
             if dev.health is not Health.OFFLINE:
                 dev.health = Health.OFFLINE
@@ -539,7 +545,7 @@ class ModbusBus:
                     value = decode(p, req.slice_for(p, regs))
                 except (ValueError, UnicodeDecodeError) as err:
                     log.warning("%s: %s.%s: cannot decode: %s", self._where(),
-                                dev.settings.name, p.name, err)
+                                dev.settings.name, p.name, err, extra=self._fields(dev))
                     samples.append(Sample(dev.settings.name, p.name, ts, None,
                                           Quality.BAD_DATA))
                     continue
@@ -563,7 +569,7 @@ class ModbusBus:
             return []
         log.info("%s: %s: %s refused (illegal address); reading it in %d pieces from now on",
                  self._where(), dev.settings.name, f"{req.table} {req.start}..{req.end - 1}",
-                 len(pieces))
+                 len(pieces), extra=self._fields(dev))
         for n, p in enumerate(dev.plans):
             if p is plan:
                 new_reads = []
@@ -580,7 +586,8 @@ class ModbusBus:
             dev.health = Health.ONLINE
             if was is Health.OFFLINE:
                 log.info("%s: %s is back online after %d failed polls",
-                         self._where(), dev.settings.name, dev.failures)
+                         self._where(), dev.settings.name, dev.failures,
+                         extra=self._fields(dev, "device_online"))
                 self._on_event(BusEvent("device_online", dev.settings.name,
                                         {"bus": self.settings.name,
                                          "failed_polls": dev.failures}))
@@ -601,7 +608,8 @@ class ModbusBus:
         dev.backoff_until = asyncio.get_running_loop().time() + delay
         if dev.health is not Health.OFFLINE:
             dev.health = Health.OFFLINE
-            log.warning("%s; %s marked offline, retrying with backoff", reason, dev.settings.name)
+            log.warning("%s; %s marked offline, retrying with backoff", reason, dev.settings.name,
+                        extra=self._fields(dev, "device_offline"))
             self._on_event(BusEvent("device_offline", dev.settings.name,
                                     {"bus": self.settings.name, "reason": reason}))
             ts = self._now_ms()
@@ -614,7 +622,7 @@ class ModbusBus:
         key = (req.table, req.start)
         if dev.exception_codes.get(key) != err.code:   # once per incident, not every poll
             dev.exception_codes[key] = err.code
-            log.warning("%s", err)
+            log.warning("%s", err, extra=self._fields(dev, "modbus_exception"))
             self._on_event(BusEvent("modbus_exception", dev.settings.name, {
                 "bus": self.settings.name, "code": err.code,
                 "name": EXCEPTION_NAMES.get(err.code, "unknown"),

@@ -507,21 +507,23 @@ class SerialReader:
         self._state = new
         s = self.settings
         where = f"serial {s.name} ({s.port}, {s.protocol})"
+        f = {"bus": s.name}                  # the journal's EDGEGW_BUS (gateway/journal.py)
         now = time.monotonic()
         if new in _PROBLEMS:
             if old not in _PROBLEMS:
                 self._problem_since = now
             if new is LinkState.UNAVAILABLE:
                 log.warning("%s: unavailable: %s; retrying with backoff up to %g s",
-                            where, detail, s.reconnect_max)
+                            where, detail, s.reconnect_max, extra=f)
             else:
-                log.warning("%s: stale: %s", where, detail)
+                log.warning("%s: stale: %s", where, detail, extra=f)
         elif new is LinkState.ONLINE:
             if self._problem_since is not None:
-                log.info("%s: recovered after %.1f s", where, now - self._problem_since)
+                log.info("%s: recovered after %.1f s", where, now - self._problem_since,
+                         extra=f)
                 self._problem_since = None
             else:
-                log.info("%s: receiving frames", where)
+                log.info("%s: receiving frames", where, extra=f)
         else:
             log.debug("%s: %s: %s", where, new, detail)
         for states, fut in self._waiters:

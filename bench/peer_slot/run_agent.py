@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Peer-bench slot for edgegw in each wire format (bench/peer_formats.sh runs it).
 
-    GATEWAY_CMD="python3 bench/peer_slot/gateway.py {scenario_json} {run_dir}"
+    GATEWAY_CMD="python3 bench/peer_slot/run_agent.py {scenario_json} {run_dir}"
 
 Turns the harness's scenario document into an edgegw config and execs the agent. Env: EDGEGW
 (the project's edgegw executable), FORMAT (edgegw | thingsboard | sparkplug), BATCH_S
