@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from drivers.sample import Quality, Sample
 
 Listener = Callable[[list[Sample]], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Latest:
-    value: float | int | bool | str | None
-    ts: int
-    quality: Quality
+Latest = Sample
+"""A point's last sample: its ``value``, ``ts`` and ``quality`` (kept as it came, no copy)."""
 
 
 class LatestValues:
@@ -31,11 +27,12 @@ class LatestValues:
 
     def update(self, samples: Iterable[Sample]) -> None:
         batch = list(samples)
-        for s in batch:
-            entry = Latest(s.value, s.ts, s.quality)
-            self._values[(s.device, s.point)] = entry
+        values, good = self._values, self._good
+        for s in batch:           # the sample itself: it has the value, ts and quality
+            key = (s.device, s.point)
+            values[key] = s
             if s.quality is Quality.GOOD:
-                self._good[(s.device, s.point)] = entry
+                good[key] = s
         for listener in list(self._listeners):
             listener(batch)
 

@@ -52,9 +52,11 @@ class DeadbandFilter:
     def accept(self, s: Sample, now: float) -> bool:
         key = (s.device, s.point)
         band = self._deadbands.get(key)
+        if band is None:                  # no deadband: every sample goes, nothing to remember
+            return True
         last = self._last.get(key)
         ok = (
-            band is None or last is None or last.quality is not s.quality
+            last is None or last.quality is not s.quality
             or now - last.reported_at >= self._max_silence
             or not _within(s.value, last.value, band)
         )

@@ -429,10 +429,12 @@ class ModbusBus:
             self.state = ConnState.DISCONNECTED
         loop = asyncio.get_running_loop()
         now = loop.time()
-        # spread the first polls a little so devices of one bus do not all fall due at once
-        for i, dev in enumerate(self.devices.values()):
+        # every device of the bus due at once: the bus serves them back to back (it takes one
+        # transaction at a time anyway) and the task wakes once per round, not once per
+        # device (spreading them 10 ms apart cost ~15 % more CPU on the peer bench's S2)
+        for dev in self.devices.values():
             for plan in dev.plans:
-                dev.next_due[plan.period] = now + min(0.01 * i, plan.period)
+                dev.next_due[plan.period] = now
         pending_first = {d for d in self.devices}
         while not self._closed:
             self.progress()
