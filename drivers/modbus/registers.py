@@ -160,6 +160,12 @@ def decode_raw(point: PointSpec, regs: list[int]) -> int | float | str | bool:
         return bool(regs[0])
     if point.type is DataType.BOOL:
         return bool((regs[0] >> (point.bit or 0)) & 1)
+    if point.byte_order is Order.BIG:      # one register as read: the most common points
+        if point.type is DataType.UINT16:
+            return regs[0] & 0xFFFF
+        if point.type is DataType.INT16:
+            w = regs[0] & 0xFFFF
+            return w - 0x10000 if w & 0x8000 else w
     data = _words_to_bytes(regs, byte_order=point.byte_order, word_order=point.word_order)
     if point.type is DataType.STRING:
         # strings are byte streams: word_order does not apply, but byte_order swaps pairs
