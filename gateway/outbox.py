@@ -48,6 +48,7 @@ from gateway.codec import Catalogue, PointDef
 from gateway.config import StoreCfg
 from gateway.errors import StoreError, StoreFault
 from gateway.events import EventType
+from gateway.seqmark import SeqMark
 from gateway.store import (
     CATALOGUE_KEY,
     SEQ_GUARD,
@@ -169,8 +170,12 @@ class Outbox:
     def __init__(self, cfg: StoreCfg, *, points: Iterable[PointDef] = (),
                  emit: Emit | None = None, worker: StoreWorker | None = None,
                  wall_clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 seq_mark: SeqMark | None = None) -> None:
         self.cfg = cfg
+        # the last seq handed out from memory by an earlier run of the agent (gateway/seqmark.py)
+        self._seq_mark = seq_mark
+        self._marked = seq_mark.read() if seq_mark is not None else 0
         self.path = Path(cfg.path)
         self.emit: Emit = emit or (lambda *a, **k: None)
         self._worker = worker or StoreWorker()
@@ -258,6 +263,8 @@ class Outbox:
         """The seq of the next batch (only once :attr:`ready`)."""
         seq = self._next_seq
         self._next_seq += 1
+        if self._seq_mark is not None and self.state is not StoreState.OK:
+            self._seq_mark.write(seq)          # the store cannot record it: keep it in RAM
         return seq
 
     def set_catalogue(self, catalogue: Catalogue) -> None:
@@ -267,7 +274,11 @@ class Outbox:
     def _adopt(self, catalogue: Catalogue | None, next_seq: int) -> None:
         cat = catalogue if catalogue is not None else Catalogue.new()
         cat = cat.with_points(self._points)
-        self._next_seq = max(self._next_seq, next_seq)
+        if self._marked >= max(self._next_seq, next_seq):
+            log.warning("store %s: an earlier run sent batches up to seq %d from memory (the "
+                        "store could not record them); numbering on from %d", self.path,
+                        self._marked, self._marked + 1)
+        self._next_seq = max(self._next_seq, next_seq, self._marked + 1)
         self.set_catalogue(cat)
         self.ready.set()
 

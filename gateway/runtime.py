@@ -29,6 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drivers.modbus.bus import BusEvent, ModbusBus
@@ -49,6 +50,7 @@ from gateway.outbox import Outbox
 from gateway.pipeline import Pipeline
 from gateway.publisher import Publisher
 from gateway.remote_config import ConfigChanger
+from gateway.seqmark import SeqMark
 from gateway.status import AgentStatus, build_status
 from gateway.supervisor import Component, Supervisor
 from gateway.wiring import catalogue_points, make_buses, make_serial, start_gpio
@@ -94,7 +96,9 @@ class Agent:
         self.pipeline: Pipeline | None = None
         if uplink:
             self.outbox = Outbox(config.store, points=catalogue_points(config),
-                                 emit=self.events.emit)
+                                 emit=self.events.emit, seq_mark=SeqMark(
+                                     Path(config.service.control_socket).parent,
+                                     Path(config.store.path)))
             self.events.sink = self.outbox.put_event
             self.pipeline = Pipeline(config, self.outbox, wall_clock=wall_clock)
         self.buses: dict[str, ModbusBus] = make_buses(

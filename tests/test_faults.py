@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from simulators.broker import MosquittoBroker
 from simulators.runner import SimHandle, open_spec
 from tests.helpers import Platform, gateway_config
 from tests.storage_faults import damage, ext4, fill, frozen, needs_mounts, remount, tmpfs
-from tests.test_uplink import unique_seqs
+from tests.test_uplink import run_agent, unique_seqs
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "examples" / "sim-street.yaml"
@@ -181,6 +182,45 @@ async def test_a_full_disk_that_stays_full_drops_the_oldest_and_says_which(
                     # the dropped seqs never come, and are never given to another batch
                     assert not lost & set(platform.seqs())
                     assert agent.state_snapshot()["store"]["state"] == "fault"
+
+
+@needs_mounts
+async def test_a_restart_while_the_disk_is_full_never_numbers_a_batch_again(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    """Batches numbered and sent from memory while the store is full, then the agent killed:
+    the next agent (the disk freed meanwhile, so its store works and knows nothing of them)
+    numbers on after them, from the mark kept in its runtime directory (a RAM filesystem)."""
+    with tmpfs(tmp_path / "sd", "8m") as sd, tmpfs(tmp_path / "run", "1m") as run:
+        async with open_spec(SPEC, ephemeral=True) as sim, \
+                Platform(broker.url, client_id="p-restart") as platform:
+            cfg = fault_config(sim, broker, sd / "store.db")
+            raw = cfg.model_dump(mode="json", exclude={"source"})
+            raw["service"]["control_socket"] = str(run / "control.sock")
+            cfg_file = tmp_path / "gw.yaml"
+            cfg_file.write_text(yaml.safe_dump(raw))
+            proc = run_agent(cfg_file)
+            try:
+                await platform.until(lambda: len(platform.seqs()) >= 3, within=30)
+                filler = fill(sd)
+                await platform.until(lambda: bool(events(platform, "store_fault")), within=15)
+                n = max(platform.seqs())
+                await platform.until(lambda: max(platform.seqs()) >= n + 5, within=30)
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(proc.wait, 20)
+            sent_from_memory = max(platform.seqs())
+            assert list(run.glob("seq-mark-*")), "no mark kept in the runtime directory"
+            filler.unlink()                        # the next agent's store works again
+            with Store(sd / "store.db") as st:
+                assert st.next_seq() <= sent_from_memory     # the store never saw them
+            proc = run_agent(cfg_file)
+            try:
+                await platform.until(lambda: max(platform.seqs()) >= sent_from_memory + 5,
+                                     within=30)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(proc.wait, 20)
+    assert_no_seq_reused(platform)
 
 
 # ============================================================================ frozen card
