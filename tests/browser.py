@@ -42,7 +42,8 @@ def spki_pin(cert_pem: bytes) -> str:
 class Browser:
     """One headless chromium with a fresh profile and a download folder."""
 
-    def __init__(self, cert_pem: bytes, *, width: int = 1000, height: int = 1400) -> None:
+    def __init__(self, cert_pem: bytes | None, *, width: int = 1000, height: int = 1400
+                 ) -> None:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -55,9 +56,10 @@ class Browser:
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     "--disable-dev-shm-usage", f"--user-data-dir={self.profile / 'user'}",
-                    f"--window-size={width},{height}",
-                    f"--ignore-certificate-errors-spki-list={spki_pin(cert_pem)}"):
+                    f"--window-size={width},{height}"):
             opts.add_argument(arg)
+        if cert_pem is not None:            # the page's certificate, pinned by its key
+            opts.add_argument(f"--ignore-certificate-errors-spki-list={spki_pin(cert_pem)}")
         opts.add_experimental_option("prefs", {
             "download.default_directory": str(self.downloads),
             "download.prompt_for_download": False})

@@ -81,3 +81,108 @@ def test_the_hand_written_types_check() -> None:
     proc = subprocess.run([NODE, str(tsc), "-p", "tsconfig.json"], cwd=JS, capture_output=True,
                           text=True, timeout=280, check=False)
     assert proc.returncode == 0, f"tsc found type errors:\n{proc.stdout}{proc.stderr}"
+
+
+# --- the same package in a real browser, loaded as its README says (an import map) ----------
+_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<script type="importmap">
+{ "imports": {
+    "@edgegw/codec": "/node_modules/@edgegw/codec/src/index.js",
+    "@msgpack/msgpack": "/node_modules/@msgpack/msgpack/dist.esm/index.mjs",
+    "fflate": "/node_modules/fflate/esm/browser.js",
+    "fzstd": "/node_modules/fzstd/esm/index.mjs",
+    "node:assert/strict": "/assert-shim.js" } }
+</script>
+<script type="module">
+  import { Decoder } from "@edgegw/codec";
+  import { assertExact } from "/exact.js";
+  const out = { checked: 0, refused: 0, lines: 0, failures: [] };
+  try {
+    const text = await (await fetch("/corpus.jsonl")).text();
+    const decoders = { plain: new Decoder({ prefix: null }),
+                       city: new Decoder({ prefix: "city/v1/east" }) };
+    for (const raw of text.split("\\n")) {
+      if (!raw.trim()) continue;
+      const line = JSON.parse(raw);
+      out.lines++;
+      const bytes = Uint8Array.from(atob(line.payload_b64), (c) => c.charCodeAt(0));
+      const dec = decoders[line.decoder];
+      const got = line.mode === "feed" ? dec.feed(line.topic, bytes)
+        : dec.decode(line.topic, bytes);
+      const want = line.expected;
+      const pairs = line.mode === "feed" ? want.map((w, k) => [got[k], w]) : [[got, want]];
+      if (line.mode === "feed" && got.length !== want.length) {
+        out.failures.push(`${line.case}: ${got.length} messages, expected ${want.length}`);
+        continue;
+      }
+      for (const [g, w] of pairs) {
+        if (w.kind === "error") {     // refused by Python: refused here too (but the leniency)
+          if (line.lenient) continue;
+          if (g.kind === "error") out.refused++;
+          else out.failures.push(`${line.case}: decoded what Python refused (${w.error})`);
+          continue;
+        }
+        try { assertExact(g, w, line.case); out.checked++; }
+        catch (err) { out.failures.push(String(err.message).slice(0, 300)); }
+      }
+    }
+  } catch (err) {
+    out.failures.push(`page: ${err && err.stack || err}`);
+  }
+  window.__result = out;
+</script>
+"""
+
+_ASSERT_SHIM = """export default { fail(message) { throw new Error(message); } };
+"""
+
+
+def test_the_js_decoder_runs_in_a_browser_with_the_readmes_import_map(tmp_path: Path) -> None:
+    """Debian's chromium loads the package's ES modules as clients/js/README.md's "Browser"
+    section says (no bundler) and decodes the whole corpus as the Python decoder does."""
+    import functools
+    import threading
+    import time
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests import browser
+
+    why = browser.available()
+    if why:
+        pytest.skip(why)
+    _node_modules()
+    www = tmp_path / "www"
+    modules = www / "node_modules"
+    (modules / "@edgegw").mkdir(parents=True)
+    (modules / "@edgegw" / "codec").symlink_to(JS)
+    for name in ("@msgpack", "fflate", "fzstd"):
+        (modules / name).symlink_to(JS / "node_modules" / name)
+    (www / "exact.js").symlink_to(JS / "test" / "exact.js")
+    (www / "assert-shim.js").write_text(_ASSERT_SHIM)
+    (www / "index.html").write_text(_PAGE)
+    lines = write_corpus(www).read_text(encoding="utf-8").count("\n")
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 functools.partial(Quiet, directory=str(www)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    b = browser.Browser(None)
+    try:
+        b.driver.get(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+        deadline = time.monotonic() + 120
+        result = None
+        while result is None and time.monotonic() < deadline:
+            result = b.run("return window.__result || null")
+            time.sleep(0.2)
+    finally:
+        b.close()
+        server.shutdown()
+        server.server_close()
+    assert result is not None, "the page never finished decoding"
+    assert result["failures"] == [], result["failures"][:5]
+    assert result["lines"] == lines
+    assert result["checked"] > 500 and result["refused"] > 300, result
