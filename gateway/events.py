@@ -57,6 +57,7 @@ class EventType(StrEnum):
     COMMAND = "command"
     COMMAND_RATE_LIMITED = "command_rate_limited"
     WEB_LOGIN = "web_login"
+    WEB_LOGIN_FAILED = "web_login_failed"
 
     @property
     def severity(self) -> Severity:
@@ -92,6 +93,7 @@ SEVERITY: dict[EventType, Severity] = {
     EventType.COMMAND: Severity.INFO,
     EventType.COMMAND_RATE_LIMITED: Severity.WARNING,
     EventType.WEB_LOGIN: Severity.INFO,
+    EventType.WEB_LOGIN_FAILED: Severity.WARNING,
 }
 
 

@@ -57,10 +57,15 @@ async def test_anonymous_gets_only_the_login_page(tmp_path: Path) -> None:
 
 async def test_login_wrong_password_refused_then_rate_limited(tmp_path: Path) -> None:
     async with web_site(tmp_path, web={"login_per_minute": 3}) as site, _session() as s:
-        for _ in range(3):
+        events: list[Emitted] = []
+        site.agent.on_event(events.append)
+        for n in range(3):
             async with s.post(f"{site.url}/login", ssl=site.ssl, headers={"Origin": site.url},
                               data={"user": TECH, "password": "wrong-password!"}) as r:
                 assert r.status == 401 and "Wrong user or password" in await r.text()
+            # the platform hears of it once the address is locked out, not at each attempt
+            failed = [e for e in events if e.type == "web_login_failed"]
+            assert len(failed) == (1 if n == 2 else 0), (n, failed)
         # the right password now waits: refused without being checked
         async with s.post(f"{site.url}/login", ssl=site.ssl, headers={"Origin": site.url},
                           data={"user": TECH, "password": TECH_PW}) as r:
@@ -69,6 +74,10 @@ async def test_login_wrong_password_refused_then_rate_limited(tmp_path: Path) ->
         snap = site.agent.state_snapshot()["web"]
         assert snap["logins_failed"] == 3 and snap["logins_refused"] >= 1
         assert snap["logins_ok"] == 0
+        [failed] = [e for e in events if e.type == "web_login_failed"]   # still one
+        assert failed.detail["user"] == TECH and failed.detail["blocked_s"] >= 1
+        assert failed.severity == "warning" and failed.detail["from"] == "127.0.0.1"
+        assert TECH_PW not in str(failed.detail) and "wrong-password" not in str(failed.detail)
 
 
 async def test_override_from_the_page_reaches_the_driver_audited(tmp_path: Path) -> None:

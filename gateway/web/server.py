@@ -344,6 +344,11 @@ class WebServer:
             self.limiter.failed(addr)
             self.logins["failed"] += 1
             log.warning("web: failed log-in as %r from %s", user[:32], addr)
+            blocked = self.limiter.retry_after(addr, count=False)
+            if blocked:     # this failure locked the address (or all) out: once per lock-out
+                self.agent.emit_event("web_login_failed", None, {
+                    "user": user[:32], "from": addr, "blocked_s": round(blocked),
+                    "failed": self.logins["failed"]})
             return _html(pages.login_page(gid, error="Wrong user or password."), status=401)
         self.limiter.succeeded(addr)
         self.logins["ok"] += 1

@@ -41,8 +41,9 @@ class LoginLimiter:
         while q and now - q[0] >= WINDOW:
             q.popleft()
 
-    def retry_after(self, address: str) -> float:
-        """0 when an attempt from ``address`` may be checked now, else seconds to wait."""
+    def retry_after(self, address: str, *, count: bool = True) -> float:
+        """0 when an attempt from ``address`` may be checked now, else seconds to wait (a
+        refused attempt is counted unless ``count`` is False)."""
         now = self._clock()
         self._trim(self._all, now)
         q = self._by_address.get(address)
@@ -54,7 +55,7 @@ class LoginLimiter:
         if len(self._all) >= self.total_per_minute:
             waits.append(WINDOW - (now - self._all[0]))
         if waits:
-            self.refused += 1
+            self.refused += count
             return max(1.0, max(waits))
         return 0.0
 
