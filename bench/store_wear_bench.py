@@ -44,15 +44,20 @@ from uplink_bench import T0, street, street_catalogue  # noqa: E402
 
 from drivers.sample import Sample  # noqa: E402
 from gateway.codec import encode_batch  # noqa: E402
-from gateway.store import Durability, Lane, Store  # noqa: E402
+from gateway.store import BatchIn, Durability, Lane, Store  # noqa: E402
 
 DEVICES = 40
 POLL_S = 10
 SCENARIOS: list[dict[str, Any]] = [
-    {"name": "full, 5 s batches, online", "sync": "full", "batch": 5, "online": True},
-    {"name": "normal, 5 s batches, online", "sync": "normal", "batch": 5, "online": True},
-    {"name": "full, 15 s batches, online", "sync": "full", "batch": 15, "online": True},
-    {"name": "normal, 15 s batches, online", "sync": "normal", "batch": 15, "online": True},
+    {"name": "full, 5 s batches, online", "sync": "full", "batch": 5, "online": True,
+     "ride": True},
+    {"name": "full, 5 s, delete at once", "sync": "full", "batch": 5, "online": True},
+    {"name": "normal, 5 s batches, online", "sync": "normal", "batch": 5, "online": True,
+     "ride": True},
+    {"name": "full, 15 s batches, online", "sync": "full", "batch": 15, "online": True,
+     "ride": True},
+    {"name": "normal, 15 s batches, online", "sync": "normal", "batch": 15, "online": True,
+     "ride": True},
     {"name": "full, 5 s batches, offline", "sync": "full", "batch": 5, "online": False},
     {"name": "full, one commit per sample", "sync": "full", "batch": 0, "online": True,
      "minutes": 2},
@@ -89,10 +94,18 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     store.save_catalogue(cat)
     before = write_bytes()
     t0 = time.perf_counter()
+    acked: list[int] = []
     for payload, n in payloads:
+        if spec.get("ride"):       # store.ack_delay: the deletion rides with the next append
+            store.append([], [BatchIn(store.next_seq(), payload, n)],
+                         acks={Lane.TELEMETRY: acked})
+            acked = [store.next_seq() - 1]
+            continue
         seq = store.append_batch(store.next_seq(), payload, n)
         if spec["online"]:
             store.ack_many(Lane.TELEMETRY, [seq])
+    if acked:
+        store.ack_many(Lane.TELEMETRY, acked)
     elapsed = time.perf_counter() - t0
     written = write_bytes() - before
     sizes = {p.name: p.stat().st_size for p in path.parent.iterdir()}
@@ -172,7 +185,7 @@ def main() -> None:
     for r in results:
         scale = 3600 / r["seconds"]
         per_hour = r["written"] * scale
-        commits = r["batches"] * (2 if r["online"] else 1)
+        commits = r["batches"] * (2 if r["online"] and not r.get("ride") else 1)
         fsyncs = "-" if r["fsyncs"] is None else f"{r['fsyncs'] * scale:8.0f}"
         amp = r["written"] / max(1, r["payload"])
         print(f"{r['name']:<30} {mib(per_hour)} {mib(per_hour * 24)} "

@@ -156,6 +156,11 @@ class StoreCfg(_Model):
     # while the store fails: telemetry points and events kept in memory (oldest dropped first)
     buffer_points: int = Field(default=100_000, ge=0, le=10_000_000)
     buffer_events: int = Field(default=2_000, ge=0, le=100_000)
+    # deleting what the broker acknowledged waits up to this long to share the next commit
+    # (a batch's): one fsync per batch instead of two; a crash re-sends at most this much
+    # (same seq, same content: a duplicate the platform drops). 0: each deletion at once;
+    # unset: twice telemetry.batch_interval (at least 1 s), so the next batch always comes first
+    ack_delay: float | None = Field(default=None, ge=0, le=600)
 
 
 # ----------------------------------------------------------------------------------------- buses

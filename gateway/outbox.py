@@ -171,8 +171,11 @@ class Outbox:
                  emit: Emit | None = None, worker: StoreWorker | None = None,
                  wall_clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 seq_mark: SeqMark | None = None) -> None:
+                 seq_mark: SeqMark | None = None, ack_delay: float | None = None) -> None:
         self.cfg = cfg
+        # how long a deletion may wait for the next commit (see StoreCfg.ack_delay)
+        self.ack_delay = (ack_delay if ack_delay is not None
+                          else cfg.ack_delay if cfg.ack_delay is not None else 0.0)
         # the last seq handed out from memory by an earlier run of the agent (gateway/seqmark.py)
         self._seq_mark = seq_mark
         self._marked = seq_mark.read() if seq_mark is not None else 0
@@ -196,6 +199,10 @@ class Outbox:
         self._kv: dict[str, bytes] = {}
         self._kv_dirty: dict[str, bytes | None] = {}
         self._acks: dict[Lane, set[int]] = {Lane.EVENTS: set(), Lane.TELEMETRY: set()}
+        # what each acknowledged, not yet deleted, row holds (points, bytes): not backlog
+        self._acked: dict[tuple[Lane, int], tuple[int, int]] = {}
+        self._acks_since: float | None = None    # the oldest deletion waiting for a commit
+        self.commits = 0                          # store transactions committed (one fsync each)
         self.catalogue: Catalogue | None = None
         self._next_seq = 1
         self.ready = asyncio.Event()          # identity known: batches can be numbered
@@ -343,16 +350,46 @@ class Outbox:
         commit)."""
         h = out.held
         if h is None:
-            self._acks[out.lane].add(out.key)
-            self._wake.set()
+            self._ack(out.lane, out.key, out.n_points, len(out.payload))
             return
         h.sending, h.sent = False, True
         self._sent_from_memory += h.n_points
         if h.store_id is not None:              # committed meanwhile
-            self._acks[h.lane].add(h.store_id)
-            self._wake.set()
+            self._ack(h.lane, h.store_id, h.n_points, len(h.payload))
         if not h.handed:
             self._forget(h)
+
+    def _ack(self, lane: Lane, row: int, n_points: int, nbytes: int) -> None:
+        """A committed row the broker has: delete it with the next commit, or after
+        ``store.ack_delay`` if no commit comes sooner."""
+        self._acks[lane].add(row)
+        self._acked[(lane, row)] = (n_points, nbytes)
+        if self._acks_since is None:
+            self._acks_since = self._mono()
+        self._wake.set()
+
+    def _forget_acks(self) -> None:
+        for ids in self._acks.values():
+            ids.clear()
+        self._acked.clear()
+        self._acks_since = None
+
+    @property
+    def backlog(self) -> StoreCounts:
+        """The store's backlog: :attr:`counts` without the rows acknowledged and waiting to
+        be deleted (they are delivered)."""
+        c = self.counts
+        if not self._acked:
+            return c
+        tb = tp = tbytes = ev = ebytes = 0
+        for (lane, _row), (n, nbytes) in self._acked.items():
+            if lane is Lane.TELEMETRY:
+                tb, tp, tbytes = tb + 1, tp + n, tbytes + nbytes
+            else:
+                ev, ebytes = ev + 1, ebytes + nbytes
+        return StoreCounts(max(0, c.batches - tb), max(0, c.points - tp),
+                           max(0, c.telemetry_bytes - tbytes), max(0, c.events - ev),
+                           max(0, c.event_bytes - ebytes))
 
     def released(self, out: Outgoing) -> None:
         """``out`` did not reach the broker: send it again later (from the store if it was
@@ -405,8 +442,11 @@ class Outbox:
                 await self._check_presence()
                 continue
             self._wake.clear()
+            until = next_presence
+            if self._acks_since is not None:        # deletions waiting: not beyond ack_delay
+                until = min(until, self._acks_since + self.ack_delay)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.05, next_presence - self._mono())):
+                async with asyncio.timeout(max(0.05, until - self._mono())):
                     await self._wake.wait()
 
     async def _pause(self, delay: float) -> None:
@@ -418,9 +458,15 @@ class Outbox:
     def _unsaved(h: Held) -> bool:
         return not h.handed and not h.sent and h.store_id is None
 
-    def _has_work(self) -> bool:
-        return (any(map(self._unsaved, self._events)) or any(map(self._unsaved, self._batches))
-                or bool(self._kv_dirty) or any(self._acks.values()))
+    def _has_work(self, *, force: bool = False) -> bool:
+        """Something to commit: records, state, or deletions that waited ``ack_delay`` (any
+        deletions with ``force``; otherwise they ride with the next commit)."""
+        if (any(map(self._unsaved, self._events)) or any(map(self._unsaved, self._batches))
+                or self._kv_dirty):
+            return True
+        if self._acks_since is None:
+            return False
+        return force or self._mono() - self._acks_since >= self.ack_delay
 
     async def _outcome(self, fut: concurrent.futures.Future[T], what: str) -> T:
         """A job's result; after ``stall_timeout`` the store is declared stalled, and the job
@@ -575,16 +621,21 @@ class Outbox:
             h.handed, h.store_id = False, row
         for h in batches:
             h.handed, h.store_id = False, h.key
+        for lane, ids in acks.items():
+            self._acks[lane].difference_update(ids)
+            for row in ids:
+                self._acked.pop((lane, row), None)
+        if not any(self._acks.values()):
+            self._acks_since = None
         for h in (*events, *batches):
             if h.sent:                       # the broker took it from memory meanwhile
-                self._acks[h.lane].add(h.store_id or 0)
+                self._ack(h.lane, h.store_id or 0, h.n_points, len(h.payload))
             if not h.sending:
                 self._forget(h)
         for key, value in kv:
             if self._kv_dirty.get(key, ...) is value:
                 del self._kv_dirty[key]
-        for lane, ids in acks.items():
-            self._acks[lane].difference_update(ids)
+        self.commits += 1
         self.counts = res.counts
         self._full[0] += res.dropped_points
         self._full[1] += res.dropped_events
@@ -599,7 +650,8 @@ class Outbox:
             await self._call("check", lambda s: s.check_present())
         except StoreError as err:
             if err.fault is StoreFault.MISSING:
-                lost = self.counts
+                lost = self.backlog
+                self._forget_acks()                  # their rows went with the file
                 self.episode.points += lost.points
                 self.dropped.points += lost.points
                 self.episode.events += lost.events
@@ -614,7 +666,8 @@ class Outbox:
     async def _replace_store(self, reason: str) -> None:
         """A store found damaged while running: moved aside (evidence kept), a fresh one
         takes its place at once; its backlog is counted as lost (it stays in the file)."""
-        lost = self.counts
+        lost = self.backlog
+        self._forget_acks()                          # rows of the old file: never delete by id
 
         def job() -> str:
             store, self._worker.store = self._worker.store, None
@@ -747,7 +800,7 @@ class Outbox:
         store cleanly in its thread. Whatever cannot be committed is counted in the log."""
         if self.state is StoreState.CLOSED:
             return
-        if self.store_open and self._has_work():
+        if self.store_open and self._has_work(force=True):
             with contextlib.suppress(StoreError, TimeoutError):
                 async with asyncio.timeout(within):
                     await self._persist()

@@ -115,7 +115,8 @@ class Publisher:
 
     def _outstanding(self) -> bool:
         held = self.outbox.held_counts
-        return bool(self.outbox.counts.batches or self.outbox.counts.events
+        backlog = self.outbox.backlog
+        return bool(backlog.batches or backlog.events
                     or held["batches"] or held["events"])
 
     async def _drain(self) -> None:

@@ -72,6 +72,13 @@ _SETTLE_MAX = 2.0             # seconds the lighting waits at most for the saved
 FAULT_INJECT_ENV = "EDGEGW_FAULT_INJECT"
 
 
+def ack_delay(config: Config) -> float:
+    """``store.ack_delay``, or twice the batch interval (at least 1 s) when unset."""
+    if config.store.ack_delay is not None:
+        return config.store.ack_delay
+    return max(1.0, 2 * config.telemetry.batch_interval)
+
+
 class Agent:
     """Polls every configured device, drives the lamps, and runs the uplink."""
 
@@ -98,7 +105,8 @@ class Agent:
             self.outbox = Outbox(config.store, points=catalogue_points(config),
                                  emit=self.events.emit, seq_mark=SeqMark(
                                      Path(config.service.control_socket).parent,
-                                     Path(config.store.path)))
+                                     Path(config.store.path)),
+                                 ack_delay=ack_delay(config))
             self.events.sink = self.outbox.put_event
             self.pipeline = Pipeline(config, self.outbox, wall_clock=wall_clock)
         self.buses: dict[str, ModbusBus] = make_buses(

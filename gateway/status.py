@@ -127,7 +127,7 @@ def build_status(agent: Agent) -> AgentStatus:
     backlog = None
     store = None
     if outbox is not None:
-        c = outbox.counts
+        c = outbox.backlog
         backlog = {"batches": c.batches, "points": c.points, "bytes": c.total_bytes,
                    "bytes_payload": c.telemetry_bytes + c.event_bytes, "events": c.events}
         store = outbox.snapshot()

@@ -15,7 +15,9 @@ Durability (``Durability``, the ``store.synchronous`` setting):
 - ``full`` (default): every commit is fsynced. A committed batch survives kill -9 *and* a power
   cut (street cabinets lose power often). Cost measured on ext4: about 24 KiB written per batch
   appended and acknowledged, so ~400 MB a day at one batch every 5 s, ~150 GB a year: a small
-  fraction of even a consumer SD card's endurance (tens of TB written), and two fsyncs per batch.
+  fraction of even a consumer SD card's endurance (tens of TB written), and two fsyncs per batch
+  (the outbox halves both by deleting acknowledged batches in the next batch's commit:
+  ``store.ack_delay``, docs/operations.md section 8).
 - ``normal``: commits reach the OS but the WAL is synced only at checkpoints. About a third
   fewer bytes (~16 KiB per batch) and no fsync latency on slow cards. Survives kill -9 (the OS
   still holds the data) and never corrupts, but a power cut may lose the last seconds of

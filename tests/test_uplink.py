@@ -195,3 +195,37 @@ async def test_sigterm_stops_cleanly_and_flushes(broker: MosquittoBroker,
         assert proc.returncode == 0
         await platform.until(lambda: len(platform.of("telemetry")) >= 1)
         await platform.until(lambda: not platform.messages[-1].get("online", True))
+
+
+@pytest.mark.parametrize("ack_delay", [None, 0.0])      # None: the default
+async def test_deletions_ride_with_the_next_batch_commit(ack_delay: float | None,
+                                                         broker: MosquittoBroker,
+                                                         tmp_path: Path) -> None:
+    """store.ack_delay: what the broker acknowledged is deleted with the next batch's commit
+    (one fsync per batch, not two) and is not counted as backlog meanwhile; 0 deletes at once."""
+    async with open_spec(SPEC, ephemeral=True) as sim, \
+            Platform(broker.url, client_id=f"platform-acks-{ack_delay}") as platform:
+        store = {} if ack_delay is None else {"ack_delay": ack_delay}
+        cfg = gateway_config(sim, broker_url=broker.url, store=tmp_path / "s.db", poll=0.1,
+                             batch_interval=0.2, extra={"store": store})
+        async with Agent(cfg) as agent:
+            outbox = agent.outbox
+            assert outbox is not None
+            await platform.until(lambda: len(platform.of("telemetry")) >= 3)
+            c0, n0 = outbox.commits, len(platform.of("telemetry"))
+            held_rows = shown = 0
+            for _ in range(40):                   # 4 s: ~20 batches
+                await asyncio.sleep(0.1)
+                held_rows = max(held_rows, outbox.counts.batches)
+                shown = max(shown, agent.state_snapshot()["backlog"]["batches"])
+            commits = outbox.commits - c0
+            batches = len(platform.of("telemetry")) - n0
+    assert batches >= 10
+    if ack_delay is None:
+        assert commits <= batches + 3, (commits, batches)    # the deletions rode along
+        assert held_rows >= 1                      # the last delivered row waits in the store
+    else:
+        assert commits >= 1.5 * batches, (commits, batches)  # a commit for each deletion
+    assert shown <= 1                              # never counted as backlog (one in flight)
+    seqs = unique_seqs(platform.seqs())
+    assert seqs == list(range(1, len(seqs) + 1))
