@@ -33,7 +33,7 @@ from typing import Any
 
 from drivers.errors import DriverError, NotFound
 from drivers.gpio import LevelOutput
-from drivers.sample import Sample
+from drivers.sample import Quality, Sample
 from gateway.clock import ClockTrust
 from gateway.commands.target import RulesRejected
 from gateway.events import EventType
@@ -354,6 +354,8 @@ class LightingController:
     async def _drive(self, res: Resolution, wall: float) -> None:
         changed: list[Sample] = []
         ts = int(wall * 1000)
+        writes: list[tuple[str, Any, float]] = []          # group, output, level
+        due_groups: dict[str, float] = {}
         for g in self.rules.groups:
             decision = res.groups.get(g.name)
             if decision is None or g.name in self._held:
@@ -366,12 +368,29 @@ class LightingController:
             if applied.level != decision.level:
                 log.info("group %s -> %g %% (%s)", g.name, decision.level, decision.reason)
                 changed.append(Sample(LIGHTING_DEVICE, f"{g.name}.level", ts, decision.level))
-            ok = True
-            for out in g.outputs:
-                ok = await self._write(out, decision.level, wall) and ok
-            applied.level, applied.written_at, applied.pending = decision.level, wall, not ok
+            due_groups[g.name] = decision.level
+            writes += [(g.name, out, decision.level) for out in g.outputs]
+        # all at once (each bus takes its writes in order; buses work side by side); a device
+        # that stopped answering is not written to (its timeout would hold up the lamps after
+        # it on the bus, at every tick): its group stays pending, and it gets its level at the
+        # first tick after the bus's probe finds it answering again
+        silent = {group for group, out, _ in writes if self._silent(out)}
+        writes = [w for w in writes if not self._silent(w[1])]
+        oks = await asyncio.gather(*(self._write(out, level, wall) for _, out, level in writes))
+        failed = silent | {group for (group, _, _), ok in zip(writes, oks, strict=True)
+                           if not ok}
+        for name, level in due_groups.items():
+            applied = self._applied[name]
+            applied.level, applied.written_at, applied.pending = level, wall, name in failed
         if changed:
             self.offer(changed)
+
+    def _silent(self, out: Any) -> bool:
+        """Whether the output's device stopped answering (its last reading timed out)."""
+        if out.gpio is not None:
+            return False
+        got = self.latest.get(out.device, out.point)
+        return got is not None and got.quality is Quality.TIMEOUT
 
     async def _write(self, out: Any, level: float, wall: float) -> bool:
         if out.gpio is not None:

@@ -223,3 +223,35 @@ async def test_counters_follow_a_fast_street_clock() -> None:
             real = time.time() - t0
             burning = agent.lighting.counters.groups["street"].burning_s
     assert burning >= 30 * real          # street seconds, not real ones
+
+
+async def test_a_silent_driver_holds_up_no_lamp_that_answers(tmp_path: Path) -> None:
+    """Outputs are written all at once, those of a device that stopped answering last: the
+    lamps after it in the group get their level at once, not after its timeout."""
+    from drivers.sample import Quality
+    from simulators.devices import Fault
+
+    rules = json.loads(json.dumps(RULES))
+    rules["groups"][0]["outputs"] = [{"device": f"lamp-{i}", "point": "dim_level", "watts": 60}
+                                     for i in (1, 2, 3)]        # the silent one in the middle
+    async with open_spec(SPEC, ephemeral=True) as sim:
+        sim.devices["lamp-2"].fault = Fault.silent()
+        slow = {"buses": [{**b, "timeout": 3.0, "retries": 0}
+                          for b in sim.gateway_section()["buses"]]}
+        cfg = gateway_config(sim, broker_url="mqtt://127.0.0.1:1", store=tmp_path / "store.db",
+                             poll=0.1, extra={**slow, "gateway": {
+                                 "id": "gw-l", "location": PARIS, "has_rtc": True,
+                                 "trust_ntp": False}, "lighting": rules})
+        async with Agent(cfg, uplink=False, wall_clock=clock_at("2026-12-01T23:30")) as agent:
+            def silent() -> bool:
+                got = agent.latest.get("lamp-2", "dim_level")
+                return got is not None and got.quality is Quality.TIMEOUT
+            await until(silent, within=30)
+            await asyncio.sleep(3.5)     # a write sent before it was known silent times out
+            lamps = [sim.devices[f"lamp-{i}"] for i in (1, 3)]
+            t0 = time.monotonic()
+            agent.commands.set_override(group="street", level=100, duration_s=600, priority=50,
+                                        source="op-1")
+            await until(lambda: all(d.peek("dim_level") == 100 for d in lamps), within=20)
+            took = time.monotonic() - t0
+    assert took < 2.0, f"lamp-3 waited {took:.1f} s behind the silent lamp-2 (timeout 3 s)"
