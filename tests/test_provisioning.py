@@ -365,6 +365,9 @@ SPEC = {"servers": [
 
 async def test_scan_finds_units_and_proposes_the_profiles_that_fit() -> None:
     async with open_spec(SPEC, ephemeral=True) as sim:
+        # daylight on env-9: read as a LED driver, its illuminance's low word lands in the
+        # high word of burning_hours (implausible); at night (0-3 lx) it would look plausible
+        sim.devices["env-9"].set("illuminance", 20_000)
         tcp = BusSettings(name="lan", kind=BusKind.TCP, port=sim.tcp[0].port)
         lan = await scan_bus(tcp, [1, 2, 3], unit_timeout=0.3, known={1: ("lamp-1", None)})
         rtu = BusSettings(name="rs485-1", kind=BusKind.RTU,
