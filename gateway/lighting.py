@@ -62,6 +62,7 @@ LIGHTING_DEVICE = "lighting"
 _COUNTERS_KEY = "lighting.counters"
 _OVERRIDES_KEY = "lighting.overrides"
 _MAX_COUNT_STEP = 600.0        # seconds one step may add to burning hours and energy
+SILENT_RETRY = 30.0            # seconds between writes to a driver that stopped answering
 RULES_KEY = "lighting.rules"
 
 
@@ -124,6 +125,7 @@ class LightingController:
     tick: float = 1.0
     reassert: float = 60.0
     report_every: float = 60.0
+    silent_retry: float = SILENT_RETRY
     # filled in at start
     rules: LightingRules = field(init=False)
     version: str = field(init=False)
@@ -142,6 +144,8 @@ class LightingController:
     _rules_set: bool = field(init=False, default=False)   # set_rules ran in this process
     # groups a lamp test holds: the loop neither drives nor judges their outputs meanwhile
     _held: set[str] = field(init=False, default_factory=set)
+    # when each Modbus output was last written to (monotonic): a silent one waits silent_retry
+    _tried: dict[tuple[str, str], float] = field(init=False, default_factory=dict)
     progress: Callable[[], None] = field(init=False, default=lambda: None)
 
     def __post_init__(self) -> None:
@@ -370,15 +374,28 @@ class LightingController:
                 changed.append(Sample(LIGHTING_DEVICE, f"{g.name}.level", ts, decision.level))
             due_groups[g.name] = decision.level
             writes += [(g.name, out, decision.level) for out in g.outputs]
-        # all at once (each bus takes its writes in order; buses work side by side); a device
-        # that stopped answering is not written to (its timeout would hold up the lamps after
-        # it on the bus, at every tick): its group stays pending, and it gets its level at the
-        # first tick after the bus's probe finds it answering again
-        silent = {group for group, out, _ in writes if self._silent(out)}
-        writes = [w for w in writes if not self._silent(w[1])]
+        # all at once (each bus takes its writes in order; buses work side by side). A device
+        # that stopped answering is tried once every silent_retry s only, after the others:
+        # each try holds its bus for the timeout, which at every tick would hold up the lamps
+        # after it. Its group stays pending meanwhile; it gets its level at the first try, or
+        # the first tick, after it answers again.
+        mono = time.monotonic()
+
+        def wait(out: Any) -> bool:        # silent, and tried less than silent_retry ago
+            if not self._silent(out):
+                return False
+            last = self._tried.get((out.device, out.point))
+            return last is not None and mono - last < self.silent_retry
+
+        skipped = {group for group, out, _ in writes if wait(out)}
+        writes = [w for w in writes if not wait(w[1])]
+        writes.sort(key=lambda w: self._silent(w[1]))
+        for _, out, _ in writes:
+            if out.gpio is None:
+                self._tried[(out.device, out.point)] = mono
         oks = await asyncio.gather(*(self._write(out, level, wall) for _, out, level in writes))
-        failed = silent | {group for (group, _, _), ok in zip(writes, oks, strict=True)
-                           if not ok}
+        failed = skipped | {group for (group, _, _), ok in zip(writes, oks, strict=True)
+                            if not ok}
         for name, level in due_groups.items():
             applied = self._applied[name]
             applied.level, applied.written_at, applied.pending = level, wall, name in failed
