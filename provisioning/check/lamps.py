@@ -329,8 +329,8 @@ async def _outputs_and_lamps(cfg: Config, rules: Any, options: CheckOptions,
     (through the running agent when ``live``)."""
     devices = {o.device for g in rules.groups for o in g.outputs if o.device}
     out: list[CheckResult] = []
-    if live is not None:
-        access = _LiveOutputs(live)
+
+    async def run(access: _Access) -> None:
         if check:
             rows = await _check_outputs(cfg, rules, access)
             for r in rows:
@@ -338,18 +338,15 @@ async def _outputs_and_lamps(cfg: Config, rules: Any, options: CheckOptions,
                     options.on_result(r)
             out.extend(rows)
         if options.lamp_test:
-            out.extend(await _lamp_tests(rules, access, options, (), live))
+            out.extend(await _lamp_tests(rules, access, options,
+                                         () if live is not None else agents, live))
+
+    if live is not None:
+        await run(_LiveOutputs(live))
         return out
     try:
         async with _Outputs(cfg, devices, options.timeout) as outputs:
-            if check:
-                rows = await _check_outputs(cfg, rules, outputs)
-                for r in rows:
-                    if options.on_result is not None:
-                        options.on_result(r)
-                out.extend(rows)
-            if options.lamp_test:
-                out.extend(await _lamp_tests(rules, outputs, options, agents))
+            await run(outputs)
     except (termios.error, ValueError) as err:
         t = _Timer()
         out.append(t.result("outputs", "outputs", Status.FAIL,
