@@ -19,6 +19,7 @@ from drivers.modbus.registers import (
     Table,
     decode,
     decode_raw,
+    decoder,
     encode,
 )
 
@@ -134,3 +135,21 @@ def test_writes_are_range_checked() -> None:
 def test_decode_rejects_wrong_register_count() -> None:
     with pytest.raises(ValueError, match="expected 2 registers"):
         decode_raw(spec(DataType.FLOAT32), [1])
+
+
+@given(typ=st.sampled_from([t for t in DataType if t is not DataType.STRING]), bo=ORDERS,
+       wo=ORDERS, scale=st.sampled_from([1.0, 0.1, 2.0]), offset=st.sampled_from([0.0, -40.0]),
+       table=st.sampled_from(list(Table)), before=st.integers(0, 3),
+       regs=st.lists(st.integers(0, 0xFFFF), min_size=12, max_size=12))
+def test_the_poll_paths_decoder_is_decode(typ: DataType, bo: Order, wo: Order, scale: float,
+                                          offset: float, table: Table, before: int,
+                                          regs: list[int]) -> None:
+    """decoder(p)(answer, offset) is decode(p, the point's registers) for every kind of point,
+    including the fast one-register paths."""
+    if table.is_bits:
+        typ, regs = DataType.BOOL, [r & 1 for r in regs]
+    p = PointSpec(name="p", table=table, address=10 + before, type=typ, byte_order=bo,
+                  word_order=wo, scale=scale, offset=offset)
+    w = p.width
+    fast, slow = decoder(p)(regs, before), decode(p, regs[before:before + w])
+    assert type(fast) is type(slow) and repr(fast) == repr(slow)     # repr: nan, -0.0

@@ -23,16 +23,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import Any
-
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException
-from pymodbus.framer import FramerType
+from typing import TYPE_CHECKING, Any
 
 from drivers.backoff import Backoff, jittered
 from drivers.errors import BusError, DeviceException, DeviceTimeout, NotFound, WriteRejected
 from drivers.modbus.planner import Plan, ReadRequest, plan_device, plan_table
 from drivers.modbus.registers import PointSpec, Table, Value, decode, encode
+from drivers.modbus.tcp import ConnectionLost, ModbusTcpClient, ModbusTcpError
 from drivers.sample import Quality, Sample
 
 log = logging.getLogger(__name__)
@@ -127,6 +124,11 @@ class BusStats:
     reconnects: int = 0
 
 
+if TYPE_CHECKING:   # pymodbus is imported only for a serial bus (TCP uses drivers.modbus.tcp)
+    from pymodbus.client import AsyncModbusSerialClient
+
+    Client = ModbusTcpClient | AsyncModbusSerialClient
+
 SampleSink = Callable[[list[Sample]], None]
 EventSink = Callable[[BusEvent], None]
 
@@ -155,7 +157,16 @@ class ModbusBus:
         self._poll_enabled = poll
         self.stats = BusStats()
         self.state = ConnState.DISCONNECTED
-        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._client: Client | None = None
+        # what a failed transaction raises, and which of those mean the connection is gone
+        errors: tuple[type[Exception], ...] = (ModbusTcpError,)
+        self._lost: tuple[type[Exception], ...] = (ConnectionLost,)
+        if settings.kind is not BusKind.TCP:
+            from pymodbus.exceptions import ConnectionException, ModbusException
+            errors, self._lost = (ModbusException,), (ConnectionException,)
+        # termios.error: a serial line refused a setting (parity, speed) after opening
+        self._connect_errors: tuple[type[Exception], ...] = (OSError, termios.error, *errors)
+        self._call_errors: tuple[type[Exception], ...] = (TimeoutError, *errors)
         # queued jobs: writes (lamps, operators) go before reads, each in arrival order
         self._writes: deque[_Job] = deque()
         self._reads: deque[_Job] = deque()
@@ -285,13 +296,13 @@ class ModbusBus:
         self._wake.set()
         return await fut
 
-    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    def _make_client(self) -> Client:
         s = self.settings
-        # reconnect_delay=0: pymodbus must not reconnect behind our back; the bus task does it
         if s.kind is BusKind.TCP:
-            return AsyncModbusTcpClient(
-                s.host, port=s.port, timeout=s.timeout, retries=s.retries,
-                reconnect_delay=0, name=s.name)
+            return ModbusTcpClient(s.host, s.port, timeout=s.timeout, retries=s.retries)
+        from pymodbus.client import AsyncModbusSerialClient
+        from pymodbus.framer import FramerType
+        # reconnect_delay=0: pymodbus must not reconnect behind our back; the bus task does it
         return AsyncModbusSerialClient(
             s.serial_port, framer=FramerType.RTU, baudrate=s.baudrate, parity=s.parity,
             stopbits=s.stopbits, bytesize=s.bytesize, timeout=s.timeout, retries=s.retries,
@@ -315,8 +326,7 @@ class ModbusBus:
             self._client = self._make_client()
         try:
             ok = await self._client.connect()
-        except (OSError, ModbusException, termios.error) as err:
-            # termios.error: a serial line refused a setting (parity, speed) after opening
+        except self._connect_errors as err:
             ok = False
             reason = str(err)
         else:
@@ -350,19 +360,26 @@ class ModbusBus:
             self.progress()
             await self._ensure_connected()
             assert self._client is not None
-            ctx = getattr(self._client, "ctx", None)
-            if ctx is not None and hasattr(ctx, "retries"):
-                ctx.retries = retries
+            if isinstance(self._client, ModbusTcpClient):
+                self._client.retries = retries
+            else:
+                ctx = getattr(self._client, "ctx", None)
+                if ctx is not None and hasattr(ctx, "retries"):
+                    ctx.retries = retries
             self.stats.requests += 1
             t0 = time.perf_counter()
-            limit = s.timeout * (retries + 1) + 1.0
+            limit = s.timeout * (retries + 1) + 1.0      # pymodbus' guard
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                # that arrives together with the answer, and close() would wait forever
-                async with asyncio.timeout(limit):
-                    rr = await fn()
-            except (TimeoutError, ModbusException) as err:
-                if isinstance(err, ConnectionException) or not self._client.connected:
+                if isinstance(self._client, ModbusTcpClient):
+                    rr = await fn()     # each of its tries has its own timer
+                else:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that arrives together with the answer, and close() would
+                    # wait forever
+                    async with asyncio.timeout(limit):
+                        rr = await fn()
+            except self._call_errors as err:
+                if isinstance(err, self._lost) or not self._client.connected:
                     self.stats.errors += 1
                     raise BusError(f"{where}: connection lost: {err}") from err
                 self.stats.timeouts += 1
@@ -415,7 +432,7 @@ class ModbusBus:
             fn = lambda: c.write_registers(spec.address, regs, device_id=unit)  # noqa: E731
         await self._call(dev, what, fn)
 
-    def _client_or_new(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    def _client_or_new(self) -> Client:
         if self._client is None:
             self._client = self._make_client()
         return self._client
@@ -542,16 +559,16 @@ class ModbusBus:
             key = (req.table, req.start)
             if key in dev.exception_codes:
                 del dev.exception_codes[key]
-            for p in req.points:
+            name = dev.settings.name
+            for p, dec, off in req.decoders:
                 try:
-                    value = decode(p, req.slice_for(p, regs))
+                    value = dec(regs, off)
                 except (ValueError, UnicodeDecodeError) as err:
                     log.warning("%s: %s.%s: cannot decode: %s", self._where(),
-                                dev.settings.name, p.name, err, extra=self._fields(dev))
-                    samples.append(Sample(dev.settings.name, p.name, ts, None,
-                                          Quality.BAD_DATA))
+                                name, p.name, err, extra=self._fields(dev))
+                    samples.append(Sample(name, p.name, ts, None, Quality.BAD_DATA))
                     continue
-                samples.append(Sample(dev.settings.name, p.name, ts, value))
+                samples.append(Sample(name, p.name, ts, value))
         dev.polls += 1
         self._device_ok(dev)
         if samples:

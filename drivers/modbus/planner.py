@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from drivers.modbus.registers import (
     MAX_BITS_PER_READ,
     MAX_REGISTERS_PER_READ,
+    Decoder,
     PointSpec,
     Table,
+    decoder,
 )
 
 DEFAULT_MAX_GAP = 16
@@ -32,6 +34,13 @@ class ReadRequest:
     start: int
     count: int
     points: tuple[PointSpec, ...]
+    # (point, its decoder, its offset in the answer), built once: the poll path's loop
+    decoders: tuple[tuple[PointSpec, Decoder, int], ...] = field(
+        init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decoders", tuple(
+            (p, decoder(p), p.address - self.start) for p in self.points))
 
     @property
     def end(self) -> int:

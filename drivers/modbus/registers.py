@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -204,6 +205,27 @@ def decode(point: PointSpec, regs: list[int]) -> Value:
         if dec == 0:
             return int(value)
     return value
+
+
+Decoder = Callable[[Sequence[int], int], Value]
+
+
+def decoder(point: PointSpec) -> Decoder:
+    """``f(values, offset)`` = ``decode(point, values[offset:offset + point.width])``, built once
+    per point (the poll path calls it for every point of every read): the common one-register
+    big-endian points without scale skip the general path's checks and copies. ``values`` must
+    hold the point's registers (the bus checks the answer's length first)."""
+    width = point.width
+    if (not point.table.is_bits and point.byte_order is Order.BIG and point.scale == 1.0
+            and point.offset == 0.0):
+        if point.type is DataType.UINT16:
+            return lambda values, off: values[off] & 0xFFFF
+        if point.type is DataType.INT16:
+            def int16(values: Sequence[int], off: int) -> int:
+                w = values[off] & 0xFFFF
+                return w - 0x10000 if w & 0x8000 else w
+            return int16
+    return lambda values, off: decode(point, list(values[off:off + width]))
 
 
 def encode(point: PointSpec, value: Value) -> list[int]:

@@ -1,0 +1,130 @@
+"""drivers.modbus.tcp, the lean Modbus TCP client, against the pymodbus server of the simulators:
+every table read and written, exception answers, timeouts and retries, a late answer, a lost
+connection. (The bus tests in test_modbus_bus.py run it too, through ModbusBus.)"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from drivers.modbus.registers import DataType, PointSpec, Table
+from drivers.modbus.tcp import ConnectionLost, ModbusTcpClient
+from simulators.devices import Fault, SimulatedDevice
+from simulators.modbus_server import ModbusTcpSim
+
+POINTS = [
+    PointSpec(name="h0", table=Table.HOLDING, address=0, type=DataType.UINT16, writable=True),
+    PointSpec(name="h1", table=Table.HOLDING, address=1, type=DataType.INT16, writable=True),
+    PointSpec(name="h2", table=Table.HOLDING, address=2, type=DataType.UINT16, writable=True),
+    PointSpec(name="i0", table=Table.INPUT, address=0, type=DataType.UINT16),
+    PointSpec(name="c0", table=Table.COIL, address=0, type=DataType.BOOL, writable=True),
+    PointSpec(name="c1", table=Table.COIL, address=1, type=DataType.BOOL, writable=True),
+    PointSpec(name="d0", table=Table.DISCRETE, address=0, type=DataType.BOOL),
+]
+VALUES = {"h0": 1234, "h1": -2, "h2": 65535, "i0": 42, "c0": True, "c1": False, "d0": True}
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[ModbusTcpSim]:
+    devs = [SimulatedDevice(POINTS, unit=1, name="a", values=VALUES, strict_addresses=True),
+            SimulatedDevice(POINTS, unit=2, name="b", values={**VALUES, "h0": 7})]
+    async with ModbusTcpSim(devs) as s:
+        yield s
+
+
+async def connected(sim: ModbusTcpSim, **kw: float) -> ModbusTcpClient:
+    c = ModbusTcpClient("127.0.0.1", sim.port, timeout=kw.get("timeout", 1.0),
+                        retries=int(kw.get("retries", 0)))
+    assert await c.connect()
+    assert c.connected
+    return c
+
+
+async def test_reads_every_table_and_writes_come_back(sim: ModbusTcpSim) -> None:
+    c = await connected(sim)
+    try:
+        rr = await c.read_holding_registers(0, count=3, device_id=1)
+        assert not rr.isError() and rr.registers == [1234, 0xFFFE, 65535]
+        assert (await c.read_holding_registers(0, count=1, device_id=2)).registers == [7]
+        assert (await c.read_input_registers(0, count=1, device_id=1)).registers == [42]
+        assert (await c.read_coils(0, count=2, device_id=1)).bits[:2] == [1, 0]
+        assert (await c.read_discrete_inputs(0, count=1, device_id=1)).bits[:1] == [1]
+
+        assert not (await c.write_register(1, -300, device_id=1)).isError()   # as int16
+        assert sim.device("a").peek("h1") == -300
+        assert not (await c.write_registers(0, [1, 2, 3], device_id=1)).isError()
+        assert [sim.device("a").peek(n) for n in ("h0", "h1", "h2")] == [1, 2, 3]
+        assert not (await c.write_coil(1, True, device_id=1)).isError()
+        assert (await c.read_coils(0, count=2, device_id=1)).bits[:2] == [1, 1]
+        assert sim.device("b").peek("h0") == 7          # the other unit untouched
+    finally:
+        c.close()
+    assert not c.connected
+
+
+async def test_an_exception_answer_is_a_response_with_its_code(sim: ModbusTcpSim) -> None:
+    c = await connected(sim)
+    try:
+        rr = await c.read_holding_registers(50, count=2, device_id=1)   # strict: no such register
+        assert rr.isError() and rr.exception_code == 2
+        sim.device("b").fault = Fault.exception(6)
+        rr = await c.read_holding_registers(0, count=1, device_id=2)
+        assert rr.isError() and rr.exception_code == 6
+        assert (await c.read_holding_registers(0, count=1, device_id=1)).registers == [1234]
+    finally:
+        c.close()
+
+
+async def test_a_silent_unit_times_out_and_the_stream_stays_in_step(sim: ModbusTcpSim) -> None:
+    c = await connected(sim, timeout=0.15, retries=2)
+    try:
+        sim.device("b").fault = Fault.silent()
+        with pytest.raises(TimeoutError, match=r"unit 2 after 3 tries"):
+            await c.read_holding_registers(0, count=1, device_id=2)
+        assert c.connected
+        assert (await c.read_holding_registers(0, count=1, device_id=1)).registers == [1234]
+    finally:
+        c.close()
+
+
+async def test_a_late_answer_is_not_taken_for_the_next_one(sim: ModbusTcpSim) -> None:
+    """The answer to a try that timed out arrives during the next transaction: it carries the
+    old transaction id and is dropped, so the next read gets its own registers."""
+    c = await connected(sim, timeout=0.1)
+    try:
+        sim.device("b").fault = Fault.slow(0.3)
+        with pytest.raises(TimeoutError):
+            await c.read_holding_registers(0, count=1, device_id=2)       # answers 7, late
+        sim.device("b").fault = Fault.slow(0.3)
+        c.timeout = 1.0
+        rr = await c.read_holding_registers(2, count=1, device_id=2)      # 65535, also slow
+        assert rr.registers == [65535]
+    finally:
+        c.close()
+
+
+async def test_a_closed_connection_fails_the_waiting_read(sim: ModbusTcpSim) -> None:
+    c = await connected(sim, timeout=5.0)
+    sim.device("b").fault = Fault.silent()
+    read = asyncio.ensure_future(c.read_holding_registers(0, count=1, device_id=2))
+    await asyncio.sleep(0.1)
+    await sim.close()
+    with pytest.raises(ConnectionLost):
+        async with asyncio.timeout(5):
+            await read
+    assert not c.connected
+    with pytest.raises(ConnectionLost, match="not connected"):
+        await c.read_holding_registers(0, count=1, device_id=1)
+
+
+async def test_connecting_to_nothing_says_why() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]          # bound, not listening: refused
+        c = ModbusTcpClient("127.0.0.1", port, timeout=1.0)
+        with pytest.raises(OSError, match=r"refused|Connect call failed"):
+            await c.connect()
+    assert not c.connected
