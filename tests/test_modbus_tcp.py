@@ -5,6 +5,7 @@ connection. (The bus tests in test_modbus_bus.py run it too, through ModbusBus.)
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 
@@ -128,3 +129,37 @@ async def test_connecting_to_nothing_says_why() -> None:
         with pytest.raises(OSError, match=r"refused|Connect call failed"):
             await c.connect()
     assert not c.connected
+
+
+async def test_a_timeout_right_after_quick_answers_still_fires(sim: ModbusTcpSim) -> None:
+    """One timer serves many tries: after quick answers the timer set for the first of them
+    fires too early for the silent try and must set itself again, not give up."""
+    c = await connected(sim, timeout=0.3)
+    try:
+        for _ in range(20):
+            assert (await c.read_holding_registers(0, count=1, device_id=1)).registers == [1234]
+        await asyncio.sleep(0.2)          # the first read's timer now falls due mid-way
+        sim.device("b").fault = Fault.silent()
+        with pytest.raises(TimeoutError, match="after 1 tries"):
+            async with asyncio.timeout(5):
+                await c.read_holding_registers(0, count=1, device_id=2)
+        sim.device("b").fault = Fault()
+        assert (await c.read_holding_registers(0, count=1, device_id=2)).registers == [7]
+    finally:
+        c.close()
+
+
+async def test_frames_are_logged_at_debug(sim: ModbusTcpSim, caplog: pytest.LogCaptureFixture
+                                          ) -> None:
+    """`edgegw run -vv` shows each frame, as pymodbus did: what a technician compares with a
+    device's manual."""
+    c = await connected(sim)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="drivers.modbus.tcp"):
+            await c.read_holding_registers(2, count=1, device_id=1)
+    finally:
+        c.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "drivers.modbus.tcp"]
+    assert any(line.endswith("send " + f"{c._tid:04x}"[:2] + " " + f"{c._tid:04x}"[2:]
+                             + " 00 00 00 06 01 03 00 02 00 01") for line in lines), lines
+    assert any(line.endswith("00 00 00 05 01 03 02 ff ff") for line in lines), lines

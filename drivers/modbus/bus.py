@@ -398,22 +398,18 @@ class ModbusBus:
         c = self._client_or_new()
         unit = dev.settings.unit
         what = f"read {req.table} {req.start}..{req.end - 1}"
-        fns: dict[Table, Callable[[], Any]] = {
-            Table.HOLDING: lambda: c.read_holding_registers(
-                req.start, count=req.count, device_id=unit),
-            Table.INPUT: lambda: c.read_input_registers(
-                req.start, count=req.count, device_id=unit),
-            Table.COIL: lambda: c.read_coils(req.start, count=req.count, device_id=unit),
-            Table.DISCRETE: lambda: c.read_discrete_inputs(
-                req.start, count=req.count, device_id=unit),
-        }
-        rr = await self._call(dev, what, fns[req.table])
+        read = {Table.HOLDING: c.read_holding_registers, Table.INPUT: c.read_input_registers,
+                Table.COIL: c.read_coils, Table.DISCRETE: c.read_discrete_inputs}[req.table]
+        rr = await self._call(
+            dev, what, lambda: read(req.start, count=req.count, device_id=unit))
         if req.table.is_bits:
             bits = list(rr.bits)[: req.count]
             if len(bits) < req.count:
                 raise DeviceException(f"{self._where()}: {what}: short answer", code=0)
             return [int(b) for b in bits]
-        regs = list(rr.registers)
+        regs = rr.registers
+        if type(regs) is not list:
+            regs = list(regs)
         if len(regs) != req.count:
             raise DeviceException(
                 f"{self._where()}: {what}: {len(regs)} registers in the answer", code=0)

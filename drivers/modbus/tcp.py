@@ -19,6 +19,7 @@ is true and ``exception_code`` says which, as pymodbus' responses do.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ READ_INPUT = 4
 WRITE_COIL = 5
 WRITE_REGISTER = 6
 WRITE_REGISTERS = 16
+
+log = logging.getLogger(__name__)     # frames at DEBUG (`edgegw run -vv`)
 
 _MBAP = struct.Struct(">HHHB")      # transaction id, protocol id (0), length, unit id
 _HEAD = struct.Struct(">HHH")
@@ -82,6 +85,8 @@ class ModbusTcpClient:
         self._tid = 0
         # the transaction waiting for its answer: (transaction id, unit, function, future)
         self._waiting: tuple[int, int, int, asyncio.Future[Response]] | None = None
+        self._deadline = 0.0        # when the waiting try times out (loop time)
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def connected(self) -> bool:
@@ -106,6 +111,9 @@ class ModbusTcpClient:
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._fail(ConnectionLost("connection closed"))
 
     # ------------------------------------------------------------------ requests
@@ -145,17 +153,41 @@ class ModbusTcpClient:
             self._tid = tid = self._tid % 0xFFFF + 1
             fut: asyncio.Future[Response] = loop.create_future()
             self._waiting = (tid, unit, pdu[0], fut)
-            transport.write(_MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu)
-            timer = loop.call_later(self.timeout, _expire, fut)
+            frame = _MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s:%d send %s", self.host, self.port, frame.hex(" "))
+            transport.write(frame)
+            self._arm(loop, loop.time() + self.timeout)
             try:
                 return await fut
             except TimeoutError:
                 continue
             finally:
-                timer.cancel()
                 if self._waiting is not None and self._waiting[3] is fut:
                     self._waiting = None
         raise TimeoutError(f"no answer from unit {unit} after {self.retries + 1} tries")
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """The waiting try times out at ``deadline``. One timer serves many tries: answers
+        come in milliseconds, so the timer set for an earlier try is usually still pending
+        and, when it fires, sees the new deadline and sets itself again (instead of a timer
+        made and cancelled for every transaction)."""
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._check_deadline, loop)
+
+    def _check_deadline(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        waiting = self._waiting
+        if waiting is None or waiting[3].done():
+            return
+        if loop.time() >= self._deadline:
+            waiting[3].set_exception(TimeoutError())
+        else:
+            self._timer = loop.call_at(self._deadline, self._check_deadline, loop)
 
     # ------------------------------------------------------------------ the stream
     def _received(self, data: bytes) -> None:
@@ -167,11 +199,15 @@ class ModbusTcpClient:
                 # not a Modbus TCP header: noise (a gateway passing on a garbled RS-485
                 # frame). Drop what came; the try waiting for an answer times out and is tried
                 # again, the stream in step again with the next answer
+                log.debug("%s:%d dropped %d bytes that are not Modbus TCP: %s", self.host,
+                          self.port, len(buf), bytes(buf[:64]).hex(" "))
                 buf.clear()
                 return
             end = 6 + length
             if len(buf) < end:
                 return
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s:%d recv %s", self.host, self.port, buf[:end].hex(" "))
             unit = buf[6]
             pdu = bytes(buf[7:end])
             del buf[:end]
@@ -197,11 +233,6 @@ class ModbusTcpClient:
         waiting, self._waiting = self._waiting, None
         if waiting is not None and not waiting[3].done():
             waiting[3].set_exception(err)
-
-
-def _expire(fut: asyncio.Future[Response]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
 
 
 def _parse(function: int, pdu: bytes) -> Response:

@@ -262,7 +262,9 @@ def encode_batch(seq: int, samples: Sequence[Sample], catalogue: Catalogue, *,
     for pid, col in cols.items():
         if len(col) > 1:
             col.sort(key=_ts_of)
-        tvec = tuple([s.ts for s in col])
+            tvec = tuple([s.ts for s in col])
+        else:
+            tvec = (col[0].ts,)
         g = groups.get(tvec)
         if g is None:
             groups[tvec] = [pid]
@@ -293,15 +295,32 @@ def encode_batch(seq: int, samples: Sequence[Sample], catalogue: Catalogue, *,
             pdef = points[pid]
             ids.append(pid - prev_id)
             prev_id = pid
-            for k, s in enumerate(col):
-                if s.quality != Quality.GOOD:
-                    quality.append([len(values) + k, _QUALITY_CODE[Quality(s.quality)]])
-            raw = [s.value for s in col]
-            # None (a failed read) does not stop a column being numeric: it travels as nil
-            # and the delta chain skips it
-            nulls = raw.count(None)
-            present = [v for v in raw if v is not None] if 0 < nulls < len(raw) else raw
-            code, wire = _column(present, pdef.decimals)
+            if len(col) == 1:             # one sample (a batch per poll): the common case
+                s = col[0]
+                if s.quality != GOOD:
+                    quality.append([len(values), _QUALITY_CODE[Quality(s.quality)]])
+                v = s.value
+                code: int
+                raw: list[Any]
+                present: list[Any]
+                wire: list[Any]
+                if type(v) is int and -_INT_LIMIT < v < _INT_LIMIT:
+                    raw = present = wire = [v]
+                    code = _Code.INT
+                else:
+                    raw = present = [v]
+                    code, wire = _column(present, pdef.decimals) if v is not None else (
+                        _Code.RAW, present)
+            else:
+                for k, s in enumerate(col):
+                    if s.quality != GOOD:
+                        quality.append([len(values) + k, _QUALITY_CODE[Quality(s.quality)]])
+                raw = [s.value for s in col]
+                # None (a failed read) does not stop a column being numeric: it travels as nil
+                # and the delta chain skips it
+                nulls = raw.count(None)
+                present = [v for v in raw if v is not None] if 0 < nulls < len(raw) else raw
+                code, wire = _column(present, pdef.decimals)
             codes.append(code)
             if code == _Code.RAW:
                 _check_raw(raw, pdef)
@@ -318,6 +337,10 @@ def encode_batch(seq: int, samples: Sequence[Sample], catalogue: Catalogue, *,
                     head = first - ref[1]
                 else:
                     refs.append(0)
+                if len(wire) == 1 and present is raw:
+                    values.append(head)
+                    col_no += 1
+                    continue
                 deltas = [head, *[b - a for a, b in itertools.pairwise(wire)]]
                 if present is raw:
                     values.extend(deltas)
@@ -332,6 +355,9 @@ def encode_batch(seq: int, samples: Sequence[Sample], catalogue: Catalogue, *,
         use_bin_type=True)
     used, packed = _compress(body, comp)
     return bytes((FORMAT_VERSION, int(used))) + packed
+
+
+GOOD = Quality.GOOD
 
 
 def _ts_of(s: Sample) -> int:

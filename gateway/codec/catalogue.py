@@ -117,12 +117,16 @@ class Catalogue:
     def with_samples(self, samples: Iterable[Sample]) -> Catalogue:
         """This catalogue with any point of ``samples`` it lacks added, its kind guessed from
         the value (configured points should be added with :func:`point_def_from_spec` first)."""
+        index = self._index
+        missing = [s for s in samples if (s.device, s.point) not in index]
+        if not missing:
+            return self
         new: dict[tuple[str, str], PointDef] = {}
-        for s in samples:
+        for s in missing:
             key = (s.device, s.point)
-            if key not in self._index and key not in new:
+            if key not in new:
                 new[key] = PointDef(device=s.device, point=s.point, kind=_kind_of(s.value))
-        return self.with_points(new.values()) if new else self
+        return self.with_points(new.values())
 
     # The persisted form and the wire form (inside the state message) are the same document.
     def to_dict(self) -> dict[str, Any]:
