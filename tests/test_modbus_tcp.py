@@ -5,9 +5,12 @@ connection. (The bus tests in test_modbus_bus.py run it too, through ModbusBus.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -163,3 +166,137 @@ async def test_frames_are_logged_at_debug(sim: ModbusTcpSim, caplog: pytest.LogC
     assert any(line.endswith("send " + f"{c._tid:04x}"[:2] + " " + f"{c._tid:04x}"[2:]
                              + " 00 00 00 06 01 03 00 02 00 01") for line in lines), lines
     assert any(line.endswith("00 00 00 05 01 03 02 ff ff") for line in lines), lines
+
+
+# ---------------------------------------------------------------- devices that bend the rules
+Answer = Callable[[int, int, bytes, int], bytes | None]    # (tid, unit, pdu, n) -> frame or none
+
+
+@contextlib.asynccontextmanager
+async def raw_device(answer: Answer) -> AsyncIterator[int]:
+    """A Modbus TCP 'device' written byte by byte: `answer` gets each request (its transaction id,
+    unit, PDU and number) and returns the bytes to send back, or None for silence."""
+    n = 0
+    handlers: list[tuple[asyncio.Task[Any], asyncio.StreamWriter]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal n
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append((task, writer))
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                tid, _proto, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
+                pdu = await reader.readexactly(length - 1)
+                n += 1
+                out = answer(tid, unit, pdu, n)
+                if out is not None:
+                    writer.write(out)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task, writer in handlers:
+            task.cancel()
+            writer.close()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await task
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
+
+
+def frame(tid: int, unit: int, pdu: bytes) -> bytes:
+    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
+
+
+def registers(*values: int) -> bytes:
+    return bytes([3, 2 * len(values)]) + struct.pack(f">{len(values)}H", *values)
+
+
+async def test_noise_that_looks_like_a_header_costs_one_try() -> None:
+    """Six bytes of noise that parse as a header announcing 254 bytes must not swallow the
+    answers after them (they did, for 25 tries in a row, before each try cleared the buffer)."""
+    def answer(tid: int, unit: int, pdu: bytes, n: int) -> bytes:
+        return bytes.fromhex("00 00 00 00 00 fe") if n == 1 else frame(tid, unit, registers(42))
+
+    async with raw_device(answer) as port:
+        c = ModbusTcpClient("127.0.0.1", port, timeout=0.2, retries=0)
+        await c.connect()
+        try:
+            with pytest.raises(TimeoutError):
+                await c.read_holding_registers(0, count=1, device_id=1)
+            assert (await c.read_holding_registers(0, count=1, device_id=1)).registers == [42]
+        finally:
+            c.close()
+
+
+async def test_a_connection_that_answers_nothing_is_dropped() -> None:
+    """A half-open connection (a NAT that forgot it, a hung gateway) looks open for ~15 min:
+    after 3 + retries requests in a row with no answer at all the client closes it, so the bus
+    reconnects; an answer in between starts the count again."""
+    silent = True
+
+    def answer(tid: int, unit: int, pdu: bytes, n: int) -> bytes | None:
+        return None if silent else frame(tid, unit, registers(7))
+
+    async with raw_device(answer) as port:
+        c = ModbusTcpClient("127.0.0.1", port, timeout=0.05, retries=1)
+        await c.connect()
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                await c.read_holding_registers(0, count=1, device_id=1)
+        silent = False
+        assert (await c.read_holding_registers(0, count=1, device_id=1)).registers == [7]
+        silent = True
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                await c.read_holding_registers(0, count=1, device_id=1)
+        assert c.connected
+        with pytest.raises(ConnectionLost, match="no answer to 4 requests in a row"):
+            await c.read_holding_registers(0, count=1, device_id=1)
+        assert not c.connected
+
+
+async def test_transaction_id_zero_and_exception_code_zero() -> None:
+    """Some devices answer every request with transaction id 0 (pymodbus takes those: so do
+    we); an exception answer is an error even when its code is 0."""
+    def answer(tid: int, unit: int, pdu: bytes, n: int) -> bytes:
+        if pdu[0] == 6:
+            return frame(0, unit, bytes([0x86, 0]))
+        return frame(0, unit, registers(1, 2))
+
+    async with raw_device(answer) as port:
+        c = ModbusTcpClient("127.0.0.1", port, timeout=1.0, retries=0)
+        await c.connect()
+        try:
+            assert (await c.read_holding_registers(0, count=2, device_id=3)).registers == [1, 2]
+            rr = await c.write_register(0, 5, device_id=3)
+            assert rr.isError() and rr.exception_code == 0
+        finally:
+            c.close()
+
+
+async def test_requests_modbus_cannot_carry_are_refused_before_the_wire() -> None:
+    sent: list[bytes] = []
+
+    def answer(tid: int, unit: int, pdu: bytes, n: int) -> bytes:
+        sent.append(pdu)
+        return frame(tid, unit, registers(0))
+
+    async with raw_device(answer) as port:
+        c = ModbusTcpClient("127.0.0.1", port, timeout=1.0, retries=0)
+        await c.connect()
+        try:
+            with pytest.raises(ValueError, match=r"124 registers .* allows 1\.\.123"):
+                await c.write_registers(0, [0] * 124, device_id=1)
+            with pytest.raises(ValueError, match=r"allows 1\.\.125"):
+                await c.read_holding_registers(0, count=126, device_id=1)
+            with pytest.raises(ValueError, match=r"outside 0\.\.65535"):
+                await c.read_input_registers(65535, count=2, device_id=1)
+            assert (await c.read_holding_registers(0, count=1, device_id=1)).registers == [0]
+        finally:
+            c.close()
+    assert len(sent) == 1

@@ -10,6 +10,9 @@ poll rate; its going offline and coming back are reported once each.
 States of the bus connection::
 
     DISCONNECTED --connect ok--> CONNECTED --transport lost--> DISCONNECTED (retry, backoff)
+
+On TCP, "transport lost" includes a connection that answers nothing to several requests in a row
+(drivers/modbus/tcp.py drops it).
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 from drivers.backoff import Backoff, jittered
 from drivers.errors import BusError, DeviceException, DeviceTimeout, NotFound, WriteRejected
 from drivers.modbus.planner import Plan, ReadRequest, plan_device, plan_table
-from drivers.modbus.registers import PointSpec, Table, Value, decode, encode
+from drivers.modbus.registers import (
+    MAX_REGISTERS_PER_WRITE,
+    PointSpec,
+    Table,
+    Value,
+    decode,
+    encode,
+)
 from drivers.modbus.tcp import ConnectionLost, ModbusTcpClient, ModbusTcpError
 from drivers.sample import Quality, Sample
 
@@ -419,6 +429,9 @@ class ModbusBus:
         c = self._client_or_new()
         unit = dev.settings.unit
         what = f"write {spec.table} {spec.address} ({spec.name})"
+        if len(regs) > MAX_REGISTERS_PER_WRITE:
+            raise WriteRejected(f"{self._where()}: {what}: {len(regs)} registers, one Modbus "
+                                f"write takes {MAX_REGISTERS_PER_WRITE} at most")
         fn: Callable[[], Any]
         if spec.table is Table.COIL:
             fn = lambda: c.write_coil(spec.address, bool(regs[0]), device_id=unit)  # noqa: E731

@@ -39,6 +39,10 @@ _MBAP = struct.Struct(">HHHB")      # transaction id, protocol id (0), length, u
 _HEAD = struct.Struct(">HHH")
 _REQ = struct.Struct(">BHH")        # function, address, count (or value)
 _MAX_LENGTH = 254                   # unit id + the longest PDU (253 bytes)
+MAX_REGISTERS = 125                 # per read (the spec's quantity limits)
+MAX_BITS = 2000
+MAX_WRITE_REGISTERS = 123
+_SILENT_CALLS = 3                   # requests in a row with no answer at all: reconnect (+retries)
 
 
 _Coro = Coroutine[Any, Any, "Response"]
@@ -65,10 +69,11 @@ class Response:
     function: int
     registers: list[int] = field(default_factory=list)
     bits: list[int] = field(default_factory=list)
+    exception: bool = False         # an exception answer (function | 0x80)
     exception_code: int = 0
 
-    def isError(self) -> bool:
-        return self.exception_code != 0
+    def isError(self) -> bool:      # the name pymodbus' responses use
+        return self.exception
 
 
 class ModbusTcpClient:
@@ -86,6 +91,7 @@ class ModbusTcpClient:
         # the transaction waiting for its answer: (transaction id, unit, function, future)
         self._waiting: tuple[int, int, int, asyncio.Future[Response]] | None = None
         self._deadline = 0.0        # when the waiting try times out (loop time)
+        self._silent = 0            # requests in a row that got no answer at all
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -105,6 +111,7 @@ class ModbusTcpClient:
             raise OSError(f"no answer to the connection within {self.timeout:g} s") from None
         self._transport = transport    # type: ignore[assignment]
         self._buf.clear()
+        self._silent = 0
         return True
 
     def close(self) -> None:
@@ -117,28 +124,32 @@ class ModbusTcpClient:
         self._fail(ConnectionLost("connection closed"))
 
     # ------------------------------------------------------------------ requests
+    # Each raises ValueError, before anything is sent, for a request Modbus cannot carry.
     def read_coils(self, address: int, *, count: int = 1, device_id: int = 1) -> _Coro:
-        return self.execute(device_id, _REQ.pack(READ_COILS, address, count))
+        return self.execute(device_id, _read(READ_COILS, address, count, MAX_BITS))
 
     def read_discrete_inputs(self, address: int, *, count: int = 1, device_id: int = 1) -> _Coro:
-        return self.execute(device_id, _REQ.pack(READ_DISCRETE, address, count))
+        return self.execute(device_id, _read(READ_DISCRETE, address, count, MAX_BITS))
 
     def read_holding_registers(self, address: int, *, count: int = 1, device_id: int = 1
                                ) -> _Coro:
-        return self.execute(device_id, _REQ.pack(READ_HOLDING, address, count))
+        return self.execute(device_id, _read(READ_HOLDING, address, count, MAX_REGISTERS))
 
     def read_input_registers(self, address: int, *, count: int = 1, device_id: int = 1
                              ) -> _Coro:
-        return self.execute(device_id, _REQ.pack(READ_INPUT, address, count))
+        return self.execute(device_id, _read(READ_INPUT, address, count, MAX_REGISTERS))
 
     def write_coil(self, address: int, value: bool, *, device_id: int = 1) -> _Coro:
+        _check_span(address, 1, 1)
         return self.execute(device_id, _REQ.pack(WRITE_COIL, address, 0xFF00 if value else 0))
 
     def write_register(self, address: int, value: int, *, device_id: int = 1) -> _Coro:
+        _check_span(address, 1, 1)
         return self.execute(device_id, _REQ.pack(WRITE_REGISTER, address, value & 0xFFFF))
 
     def write_registers(self, address: int, values: list[int], *, device_id: int = 1) -> _Coro:
         n = len(values)
+        _check_span(address, n, MAX_WRITE_REGISTERS)
         pdu = struct.pack(f">BHHB{n}H", WRITE_REGISTERS, address, n, 2 * n,
                           *(v & 0xFFFF for v in values))
         return self.execute(device_id, pdu)
@@ -150,6 +161,10 @@ class ModbusTcpClient:
             transport = self._transport
             if transport is None or transport.is_closing():
                 raise ConnectionLost("not connected")
+            # a fresh start for each try: what is left of an answer that came too late (or of
+            # noise that looked like a header and waits for bytes that never come) must not
+            # swallow this try's answer
+            self._buf.clear()
             self._tid = tid = self._tid % 0xFFFF + 1
             fut: asyncio.Future[Response] = loop.create_future()
             self._waiting = (tid, unit, pdu[0], fut)
@@ -159,12 +174,22 @@ class ModbusTcpClient:
             transport.write(frame)
             self._arm(loop, loop.time() + self.timeout)
             try:
-                return await fut
+                answer = await fut
             except TimeoutError:
                 continue
             finally:
                 if self._waiting is not None and self._waiting[3] is fut:
                     self._waiting = None
+            self._silent = 0
+            return answer
+        # A connection that answers nothing at all (a NAT or firewall that forgot it, a hung
+        # gateway) looks open until the kernel gives up retransmitting, ~15 min: after a few
+        # requests in a row with no answer from any unit, drop it; the bus reconnects
+        self._silent += 1
+        if self._silent >= _SILENT_CALLS + self.retries:
+            silent = self._silent
+            self.close()
+            raise ConnectionLost(f"no answer to {silent} requests in a row: connection dropped")
         raise TimeoutError(f"no answer from unit {unit} after {self.retries + 1} tries")
 
     def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
@@ -212,7 +237,9 @@ class ModbusTcpClient:
             pdu = bytes(buf[7:end])
             del buf[:end]
             waiting = self._waiting
-            if waiting is None or waiting[0] != tid or waiting[3].done():
+            # tid 0: some devices and gateways answer every request with transaction id 0
+            # (pymodbus takes those too); one request is in flight, so it is this one's
+            if waiting is None or (tid != waiting[0] and tid != 0) or waiting[3].done():
                 continue           # a late answer to a try that timed out: dropped
             if waiting[1] != unit:
                 waiting[3].set_exception(
@@ -235,6 +262,18 @@ class ModbusTcpClient:
             waiting[3].set_exception(err)
 
 
+def _check_span(address: int, count: int, limit: int) -> None:
+    if not 1 <= count <= limit:
+        raise ValueError(f"{count} registers or bits in one request (Modbus allows 1..{limit})")
+    if address < 0 or address + count > 0x10000:
+        raise ValueError(f"addresses {address}..{address + count - 1} are outside 0..65535")
+
+
+def _read(function: int, address: int, count: int, limit: int) -> bytes:
+    _check_span(address, count, limit)
+    return _REQ.pack(function, address, count)
+
+
 def _parse(function: int, pdu: bytes) -> Response:
     """The answer's PDU -> a Response; ProtocolError when it is not an answer to ``function``."""
     if not pdu:
@@ -243,7 +282,7 @@ def _parse(function: int, pdu: bytes) -> Response:
     if fc == function | 0x80:
         if len(pdu) != 2:
             raise ProtocolError(f"exception answer of {len(pdu)} bytes")
-        return Response(function, exception_code=pdu[1])
+        return Response(function, exception=True, exception_code=pdu[1])
     if fc != function:
         raise ProtocolError(f"answer to function {fc}, asked {function}")
     if function in (READ_HOLDING, READ_INPUT, READ_COILS, READ_DISCRETE):
