@@ -21,7 +21,9 @@ from typer.testing import CliRunner
 
 from drivers.sample import Sample
 from drivers.serial.reader import LinkState, SerialProtocol, SerialReader, SerialSettings
+from gateway.config import load_config
 from provisioning.check import CheckOptions, CheckReport, Status, run_checks
+from provisioning.check.site import ServiceSandbox, _check_store, user_may_write
 from provisioning.cli import app
 from provisioning.identity import CSR_FILE
 from provisioning.provision import ProvisionRequest, provision
@@ -362,3 +364,72 @@ async def test_the_agent_check_looks_for_the_agent_of_this_config(tmp_path: Path
                                          tmp_path / "none.sock")
     assert [h.pid for h in found] == [os.getpid()]
     assert other == ()
+
+
+# the real unit, as `systemctl show edgegw -p ...` prints it once deploy/edgegw.service is installed
+SHOWN = """LoadState=loaded
+ProtectSystem=strict
+ReadWritePaths=/var/lib/edgegw
+StateDirectory=edgegw
+RuntimeDirectory=edgegw
+User=edgegw
+"""
+
+
+def test_the_service_sandbox_is_read_from_systemd() -> None:
+    box = ServiceSandbox.parse(SHOWN)
+    assert box is not None and box.protect == "strict" and box.user == "edgegw"
+    assert box.may_write(Path("/var/lib/edgegw/store.db"))
+    assert box.may_write(Path("/var/lib/edgegw/sub/store.db"))
+    assert not box.may_write(Path("/data/edgegw/store.db"))
+    assert not box.may_write(Path("/var/lib/edgegw-other/store.db"))
+    added = ServiceSandbox.parse(SHOWN.replace("=/var/lib/edgegw\n", "=/var/lib/edgegw -/data\n"))
+    assert added is not None and added.may_write(Path("/data/edgegw/store.db"))
+    full = ServiceSandbox.parse(SHOWN.replace("strict", "full"))
+    assert full is not None and full.may_write(Path("/data/store.db"))
+    assert not full.may_write(Path("/etc/edgegw/store.db"))
+    assert ServiceSandbox.parse("LoadState=not-found\n") is None
+
+
+def test_a_store_the_service_may_not_write_fails_though_the_check_can(tmp_path: Path) -> None:
+    """The technician runs the check with sudo: root can write anywhere, the service (User=edgegw,
+    ProtectSystem=strict) only under /var/lib/edgegw; the check must say the store path fails."""
+    path = write_config(tmp_path, {
+        "gateway": {"id": "gw-store", "site": "s"},
+        "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+        "store": {"path": str(tmp_path / "var" / "store.db")}})
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var").chmod(0o777)     # whoever the unit's user is here, it may write
+    cfg = load_config(path)
+    box = ServiceSandbox.parse(SHOWN)
+    res = _check_store(cfg, sandbox=lambda: box)
+    assert res.status is Status.FAIL
+    assert "may write only /var/lib/edgegw, /run/edgegw" in res.detail
+    assert "ReadWritePaths=" + str(tmp_path / "var") in (res.hint or "")
+    inside = ServiceSandbox.parse(SHOWN.replace("=/var/lib/edgegw\n", f"={tmp_path}\n"))
+    assert _check_store(cfg, sandbox=lambda: inside).status is Status.PASS
+    assert _check_store(cfg, sandbox=lambda: None).status is Status.PASS   # no service here
+
+
+def test_a_store_directory_the_service_user_cannot_write_fails(tmp_path: Path) -> None:
+    """Inside the sandbox but made by root (a ReadWritePaths= directory systemd does not chown):
+    the check, run as root, names the owner and mode and says how to fix it."""
+    var = tmp_path / "var"
+    var.mkdir(mode=0o700)
+    var.chmod(0o700)
+    path = write_config(tmp_path, {
+        "gateway": {"id": "gw-store", "site": "s"},
+        "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+        "store": {"path": str(var / "store.db")}})
+    cfg = load_config(path)
+    box = ServiceSandbox.parse(SHOWN.replace("=/var/lib/edgegw\n", f"={tmp_path}\n")
+                               .replace("User=edgegw", "User=nobody"))
+    assert user_may_write(var, "nobody") is False
+    res = _check_store(cfg, sandbox=lambda: box)
+    assert res.status is Status.FAIL
+    assert "not writable by the service's user nobody" in res.detail and "drwx------" in res.detail
+    assert f"sudo chown nobody:nobody {var}" in (res.hint or "")
+    var.chmod(0o777)
+    assert user_may_write(var, "nobody") is True
+    assert _check_store(cfg, sandbox=lambda: box).status is Status.PASS
+    assert user_may_write(var, "no-such-user-here") is None

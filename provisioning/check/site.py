@@ -15,8 +15,9 @@ import ssl
 import subprocess
 import termios
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from stat import filemode as stat_mode
 from typing import Any
 from urllib.parse import urlparse
 
@@ -556,13 +557,104 @@ def _check_clock(cfg: Config, options: CheckOptions,
 
 
 # ---------------------------------------------------------------------------------- store
-def _check_store(cfg: Config) -> CheckResult:
+_SANDBOX_PROPS = ("LoadState", "ProtectSystem", "ReadWritePaths", "StateDirectory",
+                  "RuntimeDirectory", "User")
+_READ_ONLY = {"yes": ("/usr", "/boot", "/efi"), "full": ("/usr", "/boot", "/efi", "/etc")}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSandbox:
+    """Where the installed edgegw service may write (systemd's ProtectSystem and its
+    exceptions), so that a check run as root does not pass a store path the service cannot
+    use: with deploy/edgegw.service only /var/lib/edgegw and /run/edgegw."""
+
+    protect: str                       # ProtectSystem: no, yes, full or strict
+    writable: tuple[str, ...]          # ReadWritePaths, StateDirectory, RuntimeDirectory
+    user: str
+    managed: tuple[str, ...] = ()      # StateDirectory, RuntimeDirectory: systemd chowns them
+
+    @classmethod
+    def parse(cls, show: str) -> ServiceSandbox | None:
+        """From ``systemctl show edgegw -p ...``; None when no edgegw unit is installed."""
+        props = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
+        if props.get("LoadState") != "loaded":
+            return None
+        paths = [p.lstrip("-+") for p in props.get("ReadWritePaths", "").split()]
+        managed = [f"/var/lib/{d}" for d in props.get("StateDirectory", "").split()]
+        managed += [f"/run/{d}" for d in props.get("RuntimeDirectory", "").split()]
+        return cls(props.get("ProtectSystem", "no") or "no", tuple(dict.fromkeys(paths + managed)),
+                   props.get("User", "") or "root", tuple(managed))
+
+    @classmethod
+    def installed(cls) -> ServiceSandbox | None:
+        try:
+            out = subprocess.run(
+                ["systemctl", "show", "edgegw", *(f"--property={p}" for p in _SANDBOX_PROPS)],
+                capture_output=True, text=True, timeout=5, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None                 # no systemd here (a bench, a container)
+        return cls.parse(out.stdout) if out.returncode == 0 else None
+
+    def may_write(self, path: Path) -> bool:
+        """The sandbox lets the service write ``path`` (file permissions aside)."""
+        if _under(path, self.writable):
+            return True
+        if self.protect == "strict":
+            return False
+        return not _under(path, _READ_ONLY.get(self.protect, ()))
+
+
+def _under(path: Path, roots: Sequence[str]) -> bool:
+    p = Path(os.path.abspath(path))
+    return any(p == Path(r) or Path(r) in p.parents for r in roots)
+
+
+def user_may_write(directory: Path, user: str) -> bool | None:
+    """Whether ``user`` may create files in ``directory`` by its owner, group and mode (ACLs
+    aside); None when the user or the directory does not exist."""
+    try:
+        pw = pwd.getpwnam(user)
+        st = directory.stat()
+    except (KeyError, OSError):
+        return None
+    if pw.pw_uid == 0:
+        return True
+    if st.st_uid == pw.pw_uid:
+        need = 0o300
+    elif st.st_gid in os.getgrouplist(user, pw.pw_gid):
+        need = 0o030
+    else:
+        need = 0o003
+    return st.st_mode & need == need
+
+
+def _check_store(
+    cfg: Config, sandbox: Callable[[], ServiceSandbox | None] = ServiceSandbox.installed,
+) -> CheckResult:
     t = _Timer()
     path = Path(cfg.store.path)
     title = "store writable"
     probe = path.with_name(f".edgegw-check-{pysecrets.token_hex(4)}.db")
     hint = (f"make {path.parent} writable by the user that runs edgegw (sudo install -d -o "
             f"USER {path.parent}), or set store.path to a writable place")
+    box = sandbox()
+    # the check may run as root and write where the service cannot: it would fail at start
+    if box is not None and not box.may_write(path):
+        return t.result(
+            "store", title, Status.FAIL,
+            f"{path}: the edgegw service (user {box.user}, ProtectSystem={box.protect}) may "
+            f"write only {', '.join(box.writable) or 'nothing'}",
+            hint="set store.path under /var/lib/edgegw, or let the service write there: "
+                 f"sudo systemctl edit edgegw, add [Service] ReadWritePaths={path.parent}")
+    if (box is not None and not _under(path, box.managed)
+            and user_may_write(path.parent, box.user) is False):
+        st = path.parent.stat()
+        return t.result(
+            "store", title, Status.FAIL,
+            f"{path.parent} is not writable by the service's user {box.user} (owner uid "
+            f"{st.st_uid}, mode {stat_mode(st.st_mode)})",
+            hint=f"sudo chown {box.user}:{box.user} {path.parent}; sudo chmod 0700 "
+                 f"{path.parent}")
     try:
         with Store(probe, max_mb=1) as store:
             store.kv_set("edgegw.check", b"ok")
