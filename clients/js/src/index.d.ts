@@ -13,7 +13,8 @@ export type PointKind = "float" | "int" | "bool" | "str";
 export type Severity = "info" | "warning" | "alarm" | "critical";
 export type TopicKind = "telemetry" | "events" | "state" | "cmd/req" | "cmd/res" | "groups/cmd/req";
 /** A value as the decoders return JSON or msgpack data. */
-export type Value = null | boolean | number | bigint | string | Value[] | { [key: string]: Value };
+export type Value = null | boolean | number | bigint | string | Uint8Array | Value[]
+  | { [key: string]: Value };
 export type Id = string | Int | null;
 
 export const FORMAT_VERSION: 1;

@@ -262,6 +262,18 @@ export function stringify(v, what, path = "value", nonFiniteAsNull = false) {
     }
     return "{" + parts.join(",") + "}";
   }
+  if (nonFiniteAsNull && v instanceof Uint8Array) {     // printing msgpack bin, as Python does
+    return `{"$bytes":${JSON.stringify(toBase64(v))}}`;
+  }
   const type = v instanceof Object ? v.constructor?.name ?? "object" : typeof v;
   throw new EncodeError(`${what}: not JSON-serialisable (${path} is a ${type})`);
+}
+
+/** @param {Uint8Array} bytes @returns {string} */
+function toBase64(bytes) {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
 }

@@ -1,6 +1,7 @@
 // msgpack reading through @msgpack/msgpack, set up to read what the Python side (msgpack with
 // raw=False, strict_map_key=True) reads: 64-bit integers exact (BigInt beyond 2^53), strings
-// checked as strict UTF-8, map keys only strings, extension types kept as opaque ExtData.
+// checked as strict UTF-8, bin as bytes (Uint8Array), map keys only strings, extension types
+// kept as opaque ExtData.
 
 import { Decoder, ExtData, encode } from "@msgpack/msgpack";
 import { DecodeError, EncodeError } from "./errors.js";
@@ -17,17 +18,52 @@ const opaqueExtensions = {
   encode: () => null,
 };
 
-// rawStrings hands strings over as bytes so that invalid UTF-8 is refused (as Python does)
-// instead of being decoded loosely; the price is that msgpack bin reads as text too.
-const decoder = new Decoder({
+const options = {
   useBigInt64: true,
-  rawStrings: true,
   extensionCodec: /** @type {any} */ (opaqueExtensions),
+  /** @param {unknown} key */
   mapKeyConverter: (key) => {
     if (typeof key === "string") return key;
     throw new DecodeError(`map key of type ${typeof key} (only strings are keys)`);
   },
-});
+};
+
+/**
+ * The library decodes strings loosely (invalid UTF-8 becomes U+FFFD); Python refuses them. Its
+ * rawStrings option hands strings over as bytes to check, but then bin cannot be told from str.
+ * So this decoder's string reader (map keys too) is replaced by a strict one and bin stays
+ * bytes. That reader is not public API: it is checked at load (an invalid string must be
+ * refused), and without it (another version of the library) null is returned.
+ * @returns {Decoder | null}
+ */
+function strictDecoder() {
+  const d = new Decoder(options);
+  const inner = /** @type {any} */ (d);
+  if (typeof inner.decodeString !== "function" || typeof inner.decodeBinary !== "function") {
+    return null;
+  }
+  /** @param {number} byteLength @param {number} headerOffset */
+  inner.decodeString = function (byteLength, headerOffset) {
+    const bytes = this.decodeBinary(byteLength, headerOffset);
+    try {
+      return utf8.decode(bytes);
+    } catch {
+      throw new DecodeError("a string is not valid UTF-8");
+    }
+  };
+  try {
+    d.decode(Uint8Array.of(0xa1, 0xff));          // a 1-byte str that is not UTF-8
+  } catch (err) {
+    if (err instanceof DecodeError) return d;
+  }
+  return null;
+}
+
+const strict = strictDecoder();
+/** msgpack bin arrives as bytes (Uint8Array); false only in the fallback below */
+export const BIN_IS_BYTES = strict !== null;
+// the fallback: strings as bytes, checked as UTF-8 in normalise(); bin then reads as text too
+const decoder = strict ?? new Decoder({ ...options, rawStrings: true });
 
 /**
  * Decode one msgpack value (the whole buffer, no trailing bytes): integers as numbers, or
@@ -42,6 +78,7 @@ export function unpack(bytes, options = {}) {
   try {
     raw = decoder.decode(bytes);
   } catch (err) {
+    if (err instanceof DecodeError) throw err;
     throw new DecodeError(reason(err));
   }
   return normalise(raw, options.refuseExtensions ?? false);
@@ -60,6 +97,7 @@ function normalise(v, refuseExt) {
     throw new DecodeError(`msgpack extension type ${v.type} (not used by this format)`);
   }
   if (v instanceof Uint8Array) {
+    if (BIN_IS_BYTES) return v;                // msgpack bin (strings are text already)
     try {
       return utf8.decode(v);
     } catch {

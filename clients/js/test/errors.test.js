@@ -193,3 +193,24 @@ test("zlib: bytes between the stream and its checksum are refused (as zlib does)
     /zlib: trailing bytes after the compressed body/);
   assert.throws(() => decodeTelemetry(new Uint8Array([1, 1, ...z, 0]), CAT), /zlib: corrupt data/);
 });
+
+test("msgpack bin is bytes, str is strict UTF-8: a later field of the batch is ignored", () => {
+  // docs/protocol.md section 2: fields after the eleventh are for later versions, ignored.
+  // Bytes there that are not UTF-8 (bin) must not make the batch fail, as in Python; an
+  // invalid str is refused by both.
+  const withField = (/** @type {number[]} */ extra) =>
+    new Uint8Array([1, 0, 0x9c, ...EXAMPLE.subarray(3), ...extra]);
+  const batch = decodeTelemetry(withField([0xc4, 0x02, 0xff, 0xfe]), CAT);
+  assert.equal(batch.points.length, 8);
+  assert.throws(() => decodeTelemetry(withField([0xa2, 0xff, 0xfe]), CAT),
+    (err) => err instanceof DecodeError && /not valid UTF-8/.test(err.message));
+  assert.equal(decodeTelemetry(withField([0xa2, 0xc3, 0xa9]), CAT).seq, 17);   // "é"
+  // a response value that is bin comes back as bytes (Python: bytes, printed as $bytes)
+  const resp = decodeResponse(new Uint8Array([0x83, 0xa2, 0x69, 0x64, 0xa1, 0x78, 0xa2, 0x6f,
+    0x6b, 0xc3, 0xa6, 0x72, 0x65, 0x73, 0x75, 0x6c, 0x74, 0x81, 0xa1, 0x76,
+    0xc4, 0x02, 0xff, 0x00]));
+  assert.deepEqual(/** @type {any} */ (resp).result.v, new Uint8Array([0xff, 0x00]));
+  // printed as `edgegw platform listen --json` prints it
+  const line = formatLine(resp);
+  assert.ok(line.includes('"result":{"v":{"$bytes":"/wA="}}'), line);
+});
