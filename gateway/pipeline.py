@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.sample import Quality, Sample
-from gateway.codec import EncodeError, encode_batch
+from gateway.codec import EncodeError, UnknownPoint, encode_batch
 from gateway.config import Config
 from gateway.outbox import Outbox
 
@@ -149,12 +149,15 @@ class Pipeline:
         outbox = self.outbox
         cat = outbox.catalogue
         assert cat is not None
-        new = cat.with_samples(samples)
-        if new is not cat:
-            outbox.set_catalogue(new)
+        compression = self.cfg.telemetry.compression
         try:
             seq = outbox.take_seq()
-            payload = encode_batch(seq, samples, new, compression=self.cfg.telemetry.compression)
+            try:
+                payload = encode_batch(seq, samples, cat, compression=compression)
+            except UnknownPoint:      # a point seen for the first time: into the catalogue
+                cat = cat.with_samples(samples)
+                outbox.set_catalogue(cat)
+                payload = encode_batch(seq, samples, cat, compression=compression)
         except EncodeError as err:   # a bug or a wild value: keep the agent alive, say so
             log.error("telemetry batch of %d samples dropped: %s", len(samples), err)
             self.stats.points_dropped += len(samples)

@@ -8,12 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from drivers.sample import Quality
+from drivers.sample import Quality, Sample
 from gateway.runtime import Agent
 from gateway.store import Store
 from simulators.broker import MosquittoBroker
@@ -65,6 +66,27 @@ async def test_samples_reach_the_platform_decoded(broker: MosquittoBroker,
     assert seqs == list(range(1, len(seqs) + 1))
     assert platform.messages[-1] == {"kind": "state", "gateway": "gw-t", "online": False,
                                      "detail": {}}
+
+
+async def test_a_point_first_seen_while_running_joins_the_catalogue(
+        broker: MosquittoBroker, tmp_path: Path) -> None:
+    """A sample of a point the catalogue lacks (a reader's point not in the config): its batch
+    is encoded after the point is added, and the platform decodes it with the new state."""
+    async with open_spec(SPEC, ephemeral=True) as sim, Platform(broker.url) as platform:
+        cfg = gateway_config(sim, broker_url=broker.url, store=tmp_path / "s.db")
+        async with Agent(cfg) as agent:
+            await platform.until(lambda: len(platform.of("telemetry")) >= 1)
+            before = agent.outbox.catalogue
+            assert before is not None and before.id_of("probe-9", "depth") is None
+            agent._samples([Sample("probe-9", "depth", int(time.time() * 1000), 417)])
+            await platform.until(lambda: any(
+                (p["device"], p["point"], p["value"]) == ("probe-9", "depth", 417)
+                for b in platform.of("telemetry") for p in b["points"]))
+            after = agent.outbox.catalogue
+            assert after is not None and after.version == before.version + 1
+            assert after.id_of("probe-9", "depth") is not None
+    assert any(pt[:2] == ["probe-9", "depth"] for m in platform.of("state")
+               for pt in m["detail"].get("catalogue", {}).get("points", []))
 
 
 async def test_broker_outage_loses_nothing_and_keeps_order(broker: MosquittoBroker,

@@ -66,6 +66,7 @@ from gateway.codec.errors import (
     DecodeError,
     EncodeError,
     RequestError,
+    UnknownPoint,
 )
 from gateway.codec.messages import (
     Event,
@@ -106,6 +107,7 @@ __all__ = [
     "TopicKind",
     "TopicRef",
     "Topics",
+    "UnknownPoint",
     "decode_batch",
     "decode_event",
     "decode_request",

@@ -17,7 +17,7 @@ import msgpack
 
 from drivers.sample import Quality, Sample
 from gateway.codec.catalogue import MAX_DECIMALS, Catalogue, PointDef, _is_int
-from gateway.codec.errors import CatalogueMismatch, DecodeError, EncodeError
+from gateway.codec.errors import CatalogueMismatch, DecodeError, EncodeError, UnknownPoint
 
 try:  # zstandard is a hard dependency, but the codec degrades to zlib without it (DESIGN.md 3)
     import zstandard
@@ -249,7 +249,7 @@ def encode_batch(seq: int, samples: Sequence[Sample], catalogue: Catalogue, *,
                               "number of milliseconds")
         pid = index.get((s.device, s.point))
         if pid is None:
-            raise EncodeError(
+            raise UnknownPoint(
                 f"{s.device}.{s.point} is not in the catalogue (epoch {catalogue.epoch} "
                 f"version {catalogue.version}): add it and publish the state message first")
         col = cols.get(pid)

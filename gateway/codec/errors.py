@@ -18,6 +18,10 @@ class EncodeError(CodecError):
     """Samples or a message could not be encoded (unknown point, unsupported value)."""
 
 
+class UnknownPoint(EncodeError):
+    """A sample's point is not in the catalogue (add it, publish the state, encode again)."""
+
+
 class DecodeError(CodecError):
     """A payload is corrupt, truncated, of an unknown version or needs a catalogue we lack."""
 
