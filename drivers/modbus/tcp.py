@@ -25,6 +25,12 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from drivers.modbus.registers import (
+    MAX_BITS_PER_READ,
+    MAX_REGISTERS_PER_READ,
+    MAX_REGISTERS_PER_WRITE,
+)
+
 READ_COILS = 1
 READ_DISCRETE = 2
 READ_HOLDING = 3
@@ -39,9 +45,6 @@ _MBAP = struct.Struct(">HHHB")      # transaction id, protocol id (0), length, u
 _HEAD = struct.Struct(">HHH")
 _REQ = struct.Struct(">BHH")        # function, address, count (or value)
 _MAX_LENGTH = 254                   # unit id + the longest PDU (253 bytes)
-MAX_REGISTERS = 125                 # per read (the spec's quantity limits)
-MAX_BITS = 2000
-MAX_WRITE_REGISTERS = 123
 _SILENT_CALLS = 3                   # requests in a row with no answer at all: reconnect (+retries)
 
 
@@ -126,18 +129,18 @@ class ModbusTcpClient:
     # ------------------------------------------------------------------ requests
     # Each raises ValueError, before anything is sent, for a request Modbus cannot carry.
     def read_coils(self, address: int, *, count: int = 1, device_id: int = 1) -> _Coro:
-        return self.execute(device_id, _read(READ_COILS, address, count, MAX_BITS))
+        return self.execute(device_id, _read(READ_COILS, address, count, MAX_BITS_PER_READ))
 
     def read_discrete_inputs(self, address: int, *, count: int = 1, device_id: int = 1) -> _Coro:
-        return self.execute(device_id, _read(READ_DISCRETE, address, count, MAX_BITS))
+        return self.execute(device_id, _read(READ_DISCRETE, address, count, MAX_BITS_PER_READ))
 
     def read_holding_registers(self, address: int, *, count: int = 1, device_id: int = 1
                                ) -> _Coro:
-        return self.execute(device_id, _read(READ_HOLDING, address, count, MAX_REGISTERS))
+        return self.execute(device_id, _read(READ_HOLDING, address, count, MAX_REGISTERS_PER_READ))
 
     def read_input_registers(self, address: int, *, count: int = 1, device_id: int = 1
                              ) -> _Coro:
-        return self.execute(device_id, _read(READ_INPUT, address, count, MAX_REGISTERS))
+        return self.execute(device_id, _read(READ_INPUT, address, count, MAX_REGISTERS_PER_READ))
 
     def write_coil(self, address: int, value: bool, *, device_id: int = 1) -> _Coro:
         _check_span(address, 1, 1)
@@ -149,7 +152,7 @@ class ModbusTcpClient:
 
     def write_registers(self, address: int, values: list[int], *, device_id: int = 1) -> _Coro:
         n = len(values)
-        _check_span(address, n, MAX_WRITE_REGISTERS)
+        _check_span(address, n, MAX_REGISTERS_PER_WRITE)
         pdu = struct.pack(f">BHHB{n}H", WRITE_REGISTERS, address, n, 2 * n,
                           *(v & 0xFFFF for v in values))
         return self.execute(device_id, pdu)

@@ -606,7 +606,7 @@ class ServiceSandbox:
 
 def _under(path: Path, roots: Sequence[str]) -> bool:
     p = Path(os.path.abspath(path))
-    return any(p == Path(r) or Path(r) in p.parents for r in roots)
+    return any(p.is_relative_to(r) for r in roots)
 
 
 def user_may_write(directory: Path, user: str) -> bool | None:
