@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
+
+from drivers.modbus.planner import DEFAULT_MAX_GAP, PlanError, plan_device
+from drivers.modbus.registers import DataType, Order, PointSpec, Table
+from gateway.commands.config import CommandsCfg
+from gateway.errors import ConfigError
+from policies.common import check_timezone, describe_error
+from policies.validation import (
     BaseModel,
     ConfigDict,
     Field,
@@ -23,12 +29,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from drivers.modbus.planner import DEFAULT_MAX_GAP, PlanError, plan_device
-from drivers.modbus.registers import DataType, Order, PointSpec, Table
-from gateway.commands.config import CommandsCfg
-from gateway.errors import ConfigError
-from policies.common import check_timezone, describe_error
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -431,7 +431,7 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
 
 
 def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    # pydantic puts the union tag (`modbus-rtu`) or a function name in the path: drop them
+    # an error path holds the union tag (`modbus-rtu`) or a function name in the path: drop them
     return tuple(p for p in loc if isinstance(p, int) or (
         not p.startswith(("function-", "union[", "list[", "constrained-str"))
         and p not in ("modbus-rtu", "modbus-tcp", "serial", "str")

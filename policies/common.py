@@ -15,7 +15,8 @@ NAME_FORM = "a valid name (letters, digits, `-`, `_`, `.`)"
 
 def describe_error(err: Mapping[str, Any], *, doc: str, tag: str = "type",
                    kinds: str | None = None, name_form: str | None = NAME_FORM) -> str:
-    """One pydantic error as a person reads it: what is wrong with the value, and the fix.
+    """One validation error (policies.validation) as a person reads it: what is wrong with the
+    value, and the fix.
     ``doc`` is where the keys are documented; ``tag`` and ``kinds`` name a union's tag key and
     its choices; ``name_form`` describes what a pattern-checked string must look like (None:
     show the pattern)."""

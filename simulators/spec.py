@@ -53,13 +53,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 from drivers.errors import WriteRejected
 from drivers.modbus.registers import PointSpec, encode
 from gateway.config import NAME_RE, PointCfg, format_loc, read_yaml
 from gateway.errors import ConfigError
 from policies.common import check_timezone
+from policies.validation import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from simulators.devices import (
     BEHAVIOURS,
     Fault,

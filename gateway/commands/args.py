@@ -7,9 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from gateway.commands.codes import CommandFailure, ErrorCode
+from policies.validation import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "EPOCH_MS_MAX",

@@ -15,11 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from gateway.errors import ConfigError
 from gateway.signing import SigningScheme, Verifier, load_verifier
 from policies.common import describe_error
+from policies.validation import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["CommandsCfg", "RateLimitCfg", "SigningCfg", "parse_commands"]
 

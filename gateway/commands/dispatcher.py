@@ -43,8 +43,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
-
 from drivers.errors import BadValue, DeviceError, NotFound, Unsupported, WriteRejected
 from gateway.codec import (
     CommandErrorInfo,
@@ -86,6 +84,7 @@ from gateway.signing import (
     open_unverified,
 )
 from gateway.store import KeyValue
+from policies.validation import BaseModel
 
 __all__ = ["COMMANDS", "LOCAL_COMMANDS", "Dispatcher", "DispatcherStats", "Emit"]
 

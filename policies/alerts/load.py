@@ -12,8 +12,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from policies.alerts.model import (
     AlertRules,
     MeanRule,
@@ -22,6 +20,7 @@ from policies.alerts.model import (
     ThresholdRule,
 )
 from policies.common import describe_error, format_path
+from policies.validation import ValidationError
 
 _KINDS = "threshold, rate, mean, stale"
 _TAGS = frozenset({"threshold", "rate", "mean", "stale"})
@@ -47,7 +46,7 @@ class AlertWarning:
 
 
 def _clean(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    # drop the tag pydantic adds for the rule union (`rules, 2, 'threshold', 'above'`)
+    # drop the tag the validation adds for the rule union (`rules, 2, 'threshold', 'above'`)
     out: list[int | str] = []
     for i, part in enumerate(loc):
         if i >= 2 and loc[i - 2] == "rules" and isinstance(loc[i - 1], int) and part in _TAGS:
@@ -56,7 +55,7 @@ def _clean(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(out)
 
 
-def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
+def _validation_problems(err: ValidationError) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for e in err.errors():
         loc = _clean(tuple(e["loc"]))
@@ -103,7 +102,7 @@ def parse_alerts(raw: Mapping[str, Any] | None, *, timezone: str | None = None) 
     try:
         rules = AlertRules.model_validate(data)
     except ValidationError as err:
-        raise AlertConfigError(_pydantic_problems(err)) from None
+        raise AlertConfigError(_validation_problems(err)) from None
     problems = _cross_check(rules)
     if problems:
         raise AlertConfigError(problems)

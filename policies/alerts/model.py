@@ -1,4 +1,4 @@
-"""The `alerts:` section of the gateway config as frozen pydantic models.
+"""The `alerts:` section of the gateway config as frozen models (policies.validation).
 
 Operators write YAML (docs/alerts.md)::
 
@@ -25,9 +25,15 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
-
 from policies.common import check_timezone, coerce_level
+from policies.validation import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 #: device and point names, as in the rest of the config
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -105,7 +111,7 @@ _PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)")
 
 def parse_duration(v: Any) -> Any:
     """Seconds from ``90``, ``"90s"``, ``"10m"``, ``"1h30m"``, ``"6 h"``; anything else is passed
-    on for pydantic to refuse."""
+    on for the model to refuse."""
     if isinstance(v, bool):
         raise ValueError(f"{v!r} is not a duration (write seconds, or text like 10m, 1h, 6 h)")
     if not isinstance(v, str):

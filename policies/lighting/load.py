@@ -11,10 +11,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from policies.common import describe_error, format_path
 from policies.lighting.model import NAME_RE, LightingRules, Location, Program, dates_overlap
+from policies.validation import ValidationError
 
 
 class LocationLike(Protocol):
@@ -37,7 +36,7 @@ class LightingConfigError(ValueError):
 
 
 def _clean(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    # drop the tags pydantic adds for the `program` union (`name` / `inline`)
+    # drop the tags the validation adds for the `program` union (`name` / `inline`)
     out: list[int | str] = []
     for i, part in enumerate(loc):
         if i and loc[i - 1] == "program" and part in ("name", "inline"):
@@ -46,7 +45,7 @@ def _clean(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(out)
 
 
-def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
+def _validation_problems(err: ValidationError) -> list[tuple[str, str]]:
     errors = [(_clean(tuple(e["loc"])), e) for e in err.errors()]
     out: list[tuple[str, str]] = []
     for loc, e in errors:
@@ -164,7 +163,7 @@ def parse_lighting(raw: Mapping[str, Any] | None, *,
     try:
         rules = LightingRules.model_validate(data)
     except ValidationError as err:
-        raise LightingConfigError(_pydantic_problems(err)) from None
+        raise LightingConfigError(_validation_problems(err)) from None
     problems = _cross_check(rules)
     if problems:
         raise LightingConfigError(problems)

@@ -1,4 +1,4 @@
-"""The `lighting:` section of the gateway config as frozen pydantic models.
+"""The `lighting:` section of the gateway config as frozen models (policies.validation).
 
 Operators write YAML (docs/lighting-rules.md); :func:`policies.lighting.load.parse_lighting` turns
 it into a :class:`LightingRules`. The models accept what YAML 1.1 makes of natural input:
@@ -19,7 +19,8 @@ from enum import StrEnum
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import (
+from policies.common import check_timezone, coerce_level
+from policies.validation import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,8 +30,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from policies.common import check_timezone, coerce_level
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
