@@ -19,16 +19,15 @@ import aiomqtt
 import typer
 
 from gateway import __version__
+from gateway.agent_main import config_or_none, run_agent
+from gateway.agent_main import setup_logging as _setup_logging
 from gateway.codec import CommandRequest
 from gateway.config import (
     Config,
     config_schema,
-    load_config,
 )
 from gateway.control import DEFAULT_SOCKET
-from gateway.errors import ConfigError, GatewayError
-from gateway.journal import JournalFormatter, JournalHandler, under_journald
-from gateway.journal import available as journal_available
+from gateway.errors import ConfigError
 from gateway.platform.client import (
     Broker,
     capture_line,
@@ -54,24 +53,6 @@ log = logging.getLogger("edgegw")
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Path to the config (YAML).")]
 
 
-def _setup_logging(verbose: int) -> None:
-    """INFO by default; ``-v`` DEBUG for edgegw; ``-vv`` DEBUG for the libraries too."""
-    handler: logging.Handler = logging.StreamHandler(sys.stderr)
-    if under_journald():
-        handler.setFormatter(JournalFormatter())
-        if journal_available():      # the journal's fields (EDGEGW_DEVICE...), stderr if refused
-            handler = JournalHandler(fallback=handler)
-    else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
-    logging.getLogger("edgegw").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
-    # pymodbus logs every timeout as an ERROR with a traceback; the bus reports those itself
-    logging.getLogger("pymodbus").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
-
-
 def fail(message: str, *, code: int = 1, hint: str | None = None) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     if hint:
@@ -79,38 +60,11 @@ def fail(message: str, *, code: int = 1, hint: str | None = None) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _probation_at_start(path: Path, cfg: Config) -> tuple[Any, dict[str, Any] | None]:
-    """A config on probation: count this start; after MAX_STARTS starts that never came up,
-    put the previous config back. Returns (the probation to watch, or None; the roll-back's
-    event detail, or None)."""
-    from gateway.remote_config import MAX_STARTS, Probation
-
-    pending = Probation.load(path)
-    if pending is None:
-        return None, None
-    if pending.digest != cfg.digest():        # the file was changed by hand since
-        pending.clear()
-        return None, None
-    pending.starts += 1
-    pending.save()
-    if pending.starts <= MAX_STARTS:
-        return pending, None
-    log.error("config %s did not come up in %d starts: putting %s back", pending.digest,
-              MAX_STARTS, pending.previous)
-    if not pending.roll_back():
-        return pending, None
-    return None, {"digest": pending.digest, "restored": pending.previous,
-                  "reason": f"the agent did not come up in {MAX_STARTS} starts"}
-
-
 def load_or_exit(path: Path) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as err:
-        typer.echo(str(err), err=True)
-        typer.echo(f"{path}: invalid config ({len(err.problems)} problem(s)); "
-                   "see docs/configuration.md", err=True)
-        raise typer.Exit(2) from None
+    cfg = config_or_none(path)
+    if cfg is None:
+        raise typer.Exit(2)
+    return cfg
 
 
 @app.command()
@@ -129,67 +83,9 @@ def run(config: ConfigOpt,
             help="Log every value read (off by default: on a Pi the journal is on the SD "
                  "card).")] = False) -> None:
     """Run the agent in the foreground until SIGTERM/SIGINT."""
-    _setup_logging(verbose)
-    cfg = load_or_exit(config)
-    from gateway.control import status_line
-    from gateway.remote_config import Probation, start_probation
-    from gateway.runtime import Agent, log_events
-    from gateway.service import SystemdNotifier
-    from gateway.supervisor import ComponentFailed
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        current = cfg
-        while True:
-            restart = await serve(current, stop)
-            if not restart:
-                break
-            # set_config wrote a new file, or a roll-back put the old one back: run on it
-            log.warning("restarting on %s", config)
-            try:
-                current = load_config(config)
-            except ConfigError as err:     # validated before it was written: only a hand edit
-                log.error("%s; putting the previous config back", err)
-                pending = Probation.load(config)
-                if pending is None or not pending.roll_back():
-                    raise
-                current = load_config(config)
-        log.info("stopped cleanly")
-
-    async def serve(current: Config, stop: asyncio.Event) -> bool:
-        notifier = SystemdNotifier(status_interval=current.service.status_interval,
-                                   own_tasks=False)
-        pending, rolled_back = _probation_at_start(config, current)
-        if rolled_back is not None:
-            current = load_config(config)
-        agent = Agent(current, log_samples=log_samples, control=True, notifier=notifier,
-                      first_connect_jitter=current.service.connect_jitter)
-        log_events(agent)
-        watch: asyncio.Task[None] | None = None
-        async with notifier as sd, agent:
-            log.info("gateway %s running: %d bus(es), %d device(s)", current.gateway.id,
-                     len(agent.buses), len(current.devices))
-            sd.ready(status_line(agent.state_snapshot()))
-            if rolled_back is not None:
-                agent.emit_event("config_rolled_back", None, rolled_back)
-            if pending is not None:
-                watch = asyncio.create_task(start_probation(agent, pending),
-                                            name="config-probation")
-            try:
-                return await agent.run(stop)
-            finally:
-                if watch is not None:
-                    watch.cancel()
-    try:
-        asyncio.run(main())
-    except ComponentFailed as err:
-        log.critical("%s; exiting so that the service manager starts a fresh agent", err)
-        fail(str(err))
-    except GatewayError as err:
-        fail(str(err))
+    code = run_agent(config, verbose=verbose, log_samples=log_samples)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

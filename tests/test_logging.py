@@ -16,8 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.cli import JournalFormatter, under_journald
-from gateway.journal import JournalHandler, available
+from gateway.journal import JournalFormatter, JournalHandler, available, under_journald
 
 ROOT = Path(__file__).resolve().parent.parent
 
