@@ -151,8 +151,12 @@ _PLANS_MAX = 8192
 
 
 def night_plan(program: Program, holidays: tuple[DateSpec, ...], location: Location,
-               night: dt.date) -> NightPlan:
-    """Lay `program` out on `night` at `location` (memoised; a pure function)."""
+               night: dt.date, *, sun: SolarNight | None = None) -> NightPlan:
+    """Lay `program` out on `night` at `location` (memoised; a pure function). Given `sun`
+    (that night's, from the caller), nothing is memoised: for a walk over many nights, whose
+    plans would otherwise stay in memory."""
+    if sun is not None:
+        return _night_plan(program, holidays, location, night, sun)
     key = (id(program), id(holidays), id(location), night)
     hit = _PLANS.get(key)
     if hit is not None and hit[0] is program and hit[1] is holidays and hit[2] is location:
@@ -165,9 +169,10 @@ def night_plan(program: Program, holidays: tuple[DateSpec, ...], location: Locat
 
 
 def _night_plan(program: Program, holidays: tuple[DateSpec, ...], location: Location,
-                night: dt.date) -> NightPlan:
+                night: dt.date, sun: SolarNight | None = None) -> NightPlan:
     tz = location.tz
-    sun = solar_night(location, night)
+    if sun is None:
+        sun = solar_night(location, night)
     entry_index, steps = select_steps(program, holidays, night)
     entry_name = None
     if entry_index is not None:

@@ -13,7 +13,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
 
-from policies.lighting.astro import SunState, solar_night
+from policies.lighting.astro import SolarNight, SunState, solar_night
 from policies.lighting.model import AstroEvent, LightingRules, Location, Program, dates_overlap
 from policies.lighting.schedule import Adjustment, NightPlan, night_plan
 
@@ -51,13 +51,31 @@ def _list_path(base: str, plan: NightPlan) -> str:
     return f"{base}.calendar[{plan.entry_index}].steps"
 
 
-def _program_warnings(base: str, program: Program, rules: LightingRules, location: Location,
+class _Year:
+    """The sun over each night of the walk, computed once, kept for this check only (the
+    memoised planner would keep a year of nights in the agent's memory)."""
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self._suns: dict[dt.date, SolarNight] = {}
+
+    def sun(self, night: dt.date) -> SolarNight:
+        s = self._suns.get(night)
+        if s is None:
+            s = self._suns[night] = solar_night.__wrapped__(self.location, night)
+        return s
+
+    def plan(self, program: Program, rules: LightingRules, night: dt.date) -> NightPlan:
+        return night_plan(program, rules.holidays, self.location, night, sun=self.sun(night))
+
+
+def _program_warnings(base: str, program: Program, rules: LightingRules, year: _Year,
                       nights: list[dt.date]) -> list[LightingWarning]:
     out: list[LightingWarning] = []
     adjusted: dict[tuple[str, int, Adjustment, str, str], list[dt.date]] = defaultdict(list)
     daylight: dict[tuple[str, int, str, str], list[dt.date]] = defaultdict(list)
     for night in nights:
-        plan = night_plan(program, rules.holidays, location, night)
+        plan = year.plan(program, rules, night)
         where = _list_path(base, plan)
         for adj in plan.adjustments:
             adjusted[(where, adj.index, adj.kind, adj.label, adj.anchor)].append(night)
@@ -110,6 +128,7 @@ def validate(rules: LightingRules, location: Location | None = None, *,
     """Warnings for `rules` at `location` (default: the rules' own) over every night of `year`
     (default: the current year)."""
     loc = location or rules.location
+    walk = _Year(loc) if loc is not None else None
     out: list[LightingWarning] = []
     if year is None:
         year = dt.date.today().year
@@ -141,8 +160,8 @@ def validate(rules: LightingRules, location: Location | None = None, *,
                         out.append(LightingWarning(
                             path=f"{base}.calendar[{j}].dates[{k}]",
                             message=f"{spec.label} is also a holiday: this entry wins there"))
-        if loc is not None:
-            out.extend(_program_warnings(base, program, rules, loc, nights))
+        if walk is not None:
+            out.extend(_program_warnings(base, program, rules, walk, nights))
 
     for i, g in enumerate(rules.groups):
         where = f"groups[{i}]"
@@ -156,13 +175,12 @@ def validate(rules: LightingRules, location: Location | None = None, *,
         if g.rated_w <= 0:
             out.append(LightingWarning(path=f"{where}.outputs",
                                        message="no output has `watts`: energy figures are 0"))
-        if loc is None or g.min_burn_minutes <= 0:
+        if walk is None or g.min_burn_minutes <= 0:
             continue
         minimum = dt.timedelta(minutes=g.min_burn_minutes)
         short: list[tuple[dt.date, dt.timedelta]] = []
         for night in nights:
-            span = _min_burn(night_plan(rules.program_of(g), rules.holidays, loc, night),
-                             minimum)
+            span = _min_burn(walk.plan(rules.program_of(g), rules, night), minimum)
             if span is not None:
                 short.append((night, span))
         if short:
@@ -174,10 +192,10 @@ def validate(rules: LightingRules, location: Location | None = None, *,
                         f"as {worst.total_seconds() / 60:.0f} min: it is kept on for "
                         f"{g.min_burn_minutes:g} min"))
 
-    if loc is not None and rules.groups:
+    if walk is not None and rules.groups:
         polar: dict[SunState, list[dt.date]] = defaultdict(list)
         for night in nights:
-            state = solar_night(loc, night).polar
+            state = walk.sun(night).polar
             if state is not SunState.NORMAL:
                 polar[state].append(night)
         if polar[SunState.POLAR_DAY]:
