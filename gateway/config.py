@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
+from drivers.gpio import parse_pin
 from drivers.modbus.planner import DEFAULT_MAX_GAP, PlanError, plan_device
 from drivers.modbus.registers import DataType, Order, PointSpec, Table
 from gateway.commands.config import CommandsCfg
@@ -215,18 +216,30 @@ Bus = Annotated[ModbusRtuBus | ModbusTcpBus | SerialBus, Field(discriminator="ty
 
 
 # ------------------------------------------------------------------------------------------ gpio
-class GpioOutputCfg(_Model):
+class _GpioPin(_Model):
     name: str = Field(pattern=NAME_RE)
-    pin: int | str
+    pin: int | str                 # BCM number, or GPIO17 / BCM17 / BOARD11 / J8:11
+
+    @field_validator("pin")
+    @classmethod
+    def _pin(cls, v: int | str) -> int | str:
+        parse_pin(v)               # ValueError naming the forms a pin is written in
+        return v
+
+    @property
+    def bcm(self) -> int:
+        return parse_pin(self.pin)
+
+
+class GpioOutputCfg(_GpioPin):
     kind: Literal["relay", "pwm"] = "relay"
     active_high: bool = True
     min_switch_interval: float = Field(default=5.0, ge=0, le=3600)   # relay anti-chatter, s
     frequency: int = Field(default=1000, ge=1, le=100_000)           # pwm, Hz
 
 
-class GpioInputCfg(_Model):
-    name: str = Field(pattern=NAME_RE)                 # reported as device NAME, point KIND
-    pin: int | str
+class GpioInputCfg(_GpioPin):
+    # reported as device NAME, point KIND
     kind: Literal["motion", "switch", "contact"] = "contact"
     pull_up: bool = False
 
@@ -612,6 +625,14 @@ def _cross_check(cfg: Config) -> list[tuple[str, str]]:
         if isinstance(b, SerialBus) and b.protocol == "lines" and not b.pattern:
             problems.append((f"buses[{i}].pattern",
                              "protocol `lines` needs a `pattern` with named groups"))
+    if cfg.gpio is not None:
+        pins: dict[int, str] = {}
+        for where, items in (("outputs", cfg.gpio.outputs), ("inputs", cfg.gpio.inputs)):
+            for i, item in enumerate(items):
+                other = pins.setdefault(item.bcm, item.name)
+                if other != item.name:
+                    problems.append((f"gpio.{where}[{i}].pin",
+                                     f"GPIO {item.bcm} is already used by {other}"))
     problems.extend(_check_lighting(cfg))
     problems.extend(_check_alerts(cfg))
     seen_dev: set[str] = set()

@@ -198,7 +198,7 @@ class Agent:
         loop = asyncio.get_running_loop()
 
         def changed(name: str, kind: str, active: bool) -> None:
-            # gpiozero calls back from its own thread on real pins
+            # RPi.GPIO and lgpio call back from their own thread on real pins
             sample = Sample(name, kind, int(self.wall() * 1000), active)
             loop.call_soon_threadsafe(self._samples, [sample])
 

@@ -110,7 +110,7 @@ def catalogue_points(cfg: Config) -> list[PointDef]:
 def start_gpio(cfg: GpioCfg, *, on_input: Callable[[str, str, bool], None]
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Open the configured GPIO outputs and inputs; ``on_input(name, kind, active)`` is called
-    (from gpiozero's thread on real pins) when an input changes. Returns (outputs, inputs);
+    (from the GPIO library's thread on real pins) when an input changes. Returns (outputs, inputs);
     each has ``close()``."""
     from drivers.gpio import (
         DigitalInput,
