@@ -42,6 +42,7 @@ HEADER = {3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 2
           19: 10, 21: 9, 22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5, 31: 6, 32: 12,
           33: 13, 35: 19, 36: 16, 37: 26, 38: 20, 40: 21}
 MAX_BCM = 27
+LGPIO_MAX_PWM_HZ = 10_000          # lgpio's software PWM range is 0.1..10 kHz
 PIN_FORMS = "a BCM number (17), GPIO17, BCM17, BOARD11 or J8:11"
 
 
@@ -99,6 +100,18 @@ class _Claims:
             if pin in self._pins:
                 raise GpioUnavailable(f"gpio: GPIO {pin} is already in use")
             self._pins.add(pin)
+
+    def claim(self, pin: int, what: str, fn: Callable[[], None]) -> None:
+        """Take `pin` and run the library's claim; a refusal frees it again and says why."""
+        self.take(pin)
+        try:
+            fn()
+        except GpioUnavailable:
+            self.drop(pin)
+            raise
+        except Exception as err:          # RuntimeError from RPi.GPIO, lgpio.error...
+            self.drop(pin)
+            raise GpioUnavailable(f"gpio: GPIO {pin}: {what} failed ({err})") from err
 
     def drop(self, pin: int) -> None:
         with self._lock:
@@ -192,32 +205,45 @@ class RPiGpioBackend:
         self._claims = _Claims()
 
     def claim_output(self, pin: int, level: bool) -> None:
-        self._claims.take(pin)
         g = self.gpio
-        g.setup(pin, g.OUT, initial=g.HIGH if level else g.LOW)
+        self._claims.claim(pin, "setting it up as an output",
+                           lambda: g.setup(pin, g.OUT, initial=g.HIGH if level else g.LOW))
 
     def write(self, pin: int, level: bool) -> None:
         self.gpio.output(pin, self.gpio.HIGH if level else self.gpio.LOW)
 
     def claim_pwm(self, pin: int, frequency: int) -> None:
-        self._claims.take(pin)
         g = self.gpio
-        g.setup(pin, g.OUT, initial=g.LOW)
-        pwm = g.PWM(pin, frequency)
-        pwm.start(0)
-        self._pwm[pin] = pwm
+
+        def claim() -> None:
+            g.setup(pin, g.OUT, initial=g.LOW)
+            pwm = g.PWM(pin, frequency)
+            pwm.start(0)
+            self._pwm[pin] = pwm
+        self._claims.claim(pin, "setting it up for PWM", claim)
 
     def write_pwm(self, pin: int, duty: float) -> None:
         self._pwm[pin].ChangeDutyCycle(duty * 100.0)
 
     def claim_input(self, pin: int, *, pull_up: bool,
                     on_edge: Callable[[bool], None] | None) -> None:
-        self._claims.take(pin)
         g = self.gpio
-        g.setup(pin, g.IN, pull_up_down=g.PUD_UP if pull_up else g.PUD_DOWN)
-        if on_edge is not None:
-            g.add_event_detect(pin, g.BOTH, callback=lambda ch: on_edge(bool(g.input(ch))))
+
+        def claim() -> None:
+            g.setup(pin, g.IN, pull_up_down=g.PUD_UP if pull_up else g.PUD_DOWN)
+            if on_edge is None:
+                return
+            try:
+                g.add_event_detect(pin, g.BOTH, callback=lambda ch: on_edge(bool(g.input(ch))))
+            except RuntimeError as err:
+                g.cleanup(pin)
+                # RPi.GPIO 0.7 uses the sysfs edge interface, gone from kernels 6.6 and later
+                raise GpioUnavailable(
+                    f"gpio: GPIO {pin}: RPi.GPIO cannot watch its edges here ({err}); on a "
+                    "recent kernel use `factory: lgpio` (pip install 'edgegw[pi5]'), which "
+                    "drives every Pi") from err
             self._edges.add(pin)
+        self._claims.claim(pin, "setting it up as an input", claim)
 
     def read(self, pin: int) -> bool:
         return bool(self.gpio.input(pin))
@@ -259,34 +285,42 @@ class LgpioBackend:
             raise GpioUnavailable(f"gpio: GPIO {pin}: {what} failed ({err})") from err
 
     def claim_output(self, pin: int, level: bool) -> None:
-        self._claims.take(pin)
-        self._call("claiming it as an output", pin, self.lg.gpio_claim_output, int(level))
+        self._claims.claim(pin, "claiming it as an output", lambda: self._call(
+            "claiming it as an output", pin, self.lg.gpio_claim_output, int(level)))
 
     def write(self, pin: int, level: bool) -> None:
         self._call("writing", pin, self.lg.gpio_write, int(level))
 
     def claim_pwm(self, pin: int, frequency: int) -> None:
-        self._claims.take(pin)
-        self._call("claiming it for PWM", pin, self.lg.gpio_claim_output, 0)
-        self._freq[pin] = frequency
+        if not 0.1 <= frequency <= LGPIO_MAX_PWM_HZ:
+            raise GpioUnavailable(f"gpio: GPIO {pin}: lgpio's PWM runs at 0.1.."
+                                  f"{LGPIO_MAX_PWM_HZ} Hz, not {frequency}")
+
+        def claim() -> None:
+            self._call("claiming it for PWM", pin, self.lg.gpio_claim_output, 0)
+            self._call("starting PWM", pin, self.lg.tx_pwm, frequency, 0)
+            self._freq[pin] = frequency
+        self._claims.claim(pin, "claiming it for PWM", claim)
 
     def write_pwm(self, pin: int, duty: float) -> None:
         self._call("setting PWM", pin, self.lg.tx_pwm, self._freq[pin], duty * 100.0)
 
     def claim_input(self, pin: int, *, pull_up: bool,
                     on_edge: Callable[[bool], None] | None) -> None:
-        self._claims.take(pin)
         lg = self.lg
         flags = lg.SET_PULL_UP if pull_up else lg.SET_PULL_DOWN
-        if on_edge is None:
-            self._call("claiming it as an input", pin, lg.gpio_claim_input, flags)
-            return
-        self._call("claiming it for edges", pin, lg.gpio_claim_alert, lg.BOTH_EDGES, flags)
 
         def edge(chip: int, gpio: int, level: int, tick: int) -> None:
-            if level in (0, 1):               # 2 is a watchdog time-out, not an edge
+            if level in (0, 1) and on_edge is not None:   # 2 is a watchdog time-out
                 on_edge(level == 1)
-        self._callbacks[pin] = lg.callback(self.handle, pin, lg.BOTH_EDGES, edge)
+
+        def claim() -> None:
+            if on_edge is None:
+                self._call("claiming it as an input", pin, lg.gpio_claim_input, flags)
+                return
+            self._call("claiming it for edges", pin, lg.gpio_claim_alert, lg.BOTH_EDGES, flags)
+            self._callbacks[pin] = lg.callback(self.handle, pin, lg.BOTH_EDGES, edge)
+        self._claims.claim(pin, "claiming it as an input", claim)
 
     def read(self, pin: int) -> bool:
         return bool(self._call("reading", pin, self.lg.gpio_read))
@@ -297,6 +331,8 @@ class LgpioBackend:
             cb.cancel()
         if self._freq.pop(pin, None) is not None:
             self._call("stopping PWM", pin, self.lg.tx_pwm, 0, 0)
+        # an input first, as gpiozero did: a freed line may keep driving its last level
+        self._call("releasing it", pin, self.lg.gpio_claim_input, self.lg.SET_PULL_NONE)
         self._call("freeing it", pin, self.lg.gpio_free)
         self._claims.drop(pin)
 
@@ -419,12 +455,21 @@ class DigitalInput:
     pull_up: bool = False
     on_change: Callable[[bool], None] | None = None
     _bcm: int = field(init=False, default=-1)
+    _last: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
-        cb = self.on_change
-        edge = None if cb is None else (lambda level: cb(level != self.pull_up))
+        self._last = self.pull_up           # the pull's level: inactive
+        edge = None if self.on_change is None else self._edge
         self._bcm = _claim(self.pin, lambda p: self.factory.claim_input(
             p, pull_up=self.pull_up, on_edge=edge))
+
+    def _edge(self, level: bool) -> None:
+        # a bouncing contact gives several edges for one change: report changes only
+        if level == self._last:
+            return
+        self._last = level
+        if self.on_change is not None:
+            self.on_change(level != self.pull_up)
 
     @property
     def active(self) -> bool:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import string
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -104,10 +105,16 @@ class ThingsBoardCfg(_Model):
     @classmethod
     def _template(cls, v: str) -> str:
         try:
-            v.format(gateway="g", device="d")
-        except (KeyError, IndexError, ValueError) as err:
-            raise ValueError("may use only {gateway} and {device} as placeholders, "
-                             f"not {err}") from None
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(v)
+                      if name is not None]
+        except ValueError as err:
+            raise ValueError(f"is not a valid template ({err})") from None
+        for name, spec, conv in fields:
+            if name not in ("gateway", "device"):
+                raise ValueError("may use only {gateway} and {device} as placeholders, "
+                                 f"not {{{name}}}")
+            if spec or conv:          # {device:>99999999}: a width would be built in memory
+                raise ValueError(f"placeholders take no format (write {{{name}}})")
         if "{device}" not in v:
             raise ValueError("must contain {device} (each device needs its own name)")
         return v
@@ -537,6 +544,9 @@ def read_yaml(text: str, *, source: str, expected: str,
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
         raise error(source, [(where, f"not valid YAML: {err}")]) from err
+    except RecursionError:
+        raise error(source, [("", "nested too deeply to be a config (hundreds of levels)")]
+                    ) from None
     if not isinstance(raw, dict):
         raise error(source, [("", f"expected {expected}")])
     lines = _Lines(text)

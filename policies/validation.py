@@ -100,6 +100,12 @@ def _prefix(errors: list[dict[str, Any]], *loc: Any) -> list[dict[str, Any]]:
     return [{**e, "loc": (*loc, *e["loc"])} for e in errors]
 
 
+def _key(k: Any) -> str | int:
+    """A mapping key as an error path item: text and integers as they are, anything else
+    (None, 1.5, bytes: YAML and msgpack allow them) as its repr, so paths stay printable."""
+    return k if isinstance(k, str) or type(k) is int else repr(k)
+
+
 def _function_error(err: Exception, inp: Any) -> _Fail:
     if isinstance(err, AssertionError):
         return _error("assertion_error", f"Assertion failed, {err}", inp, {"error": err})
@@ -301,7 +307,10 @@ def _v_float(v: Any, strict: bool) -> float:
     if isinstance(v, float):
         return v
     if isinstance(v, int) and not isinstance(v, bool):
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:            # 10**400: no float holds it
+            raise _error("finite_number", "Input should be a finite number", v) from None
     if not strict:
         if isinstance(v, bool):
             return float(v)
@@ -480,12 +489,12 @@ def _mapping(key: Validator, value: Validator) -> Validator:
             try:
                 kk = key(k, strict)
             except _Fail as f:
-                errors.extend(_prefix(f.errors, k, "[key]"))
+                errors.extend(_prefix(f.errors, _key(k), "[key]"))
                 continue
             try:
                 out[kk] = value(x, strict)
             except _Fail as f:
-                errors.extend(_prefix(f.errors, k))
+                errors.extend(_prefix(f.errors, _key(k)))
         if errors:
             raise _Fail(errors)
         return out
@@ -785,12 +794,14 @@ class BaseModel:
         cls.model_config = config
         own = inspect.get_annotations(cls)
         defaults: dict[str, Any] = {}
-        for name in own:
-            if name.startswith("_") or name == "model_config":
+        for name, annotation in own.items():
+            if name.startswith("_") or name == "model_config" or "ClassVar" in str(annotation):
                 continue
             if name in cls.__dict__:
                 defaults[name] = cls.__dict__[name]
                 delattr(cls, name)
+            else:
+                defaults[name] = _MISSING        # annotated again without one: required
         cls.__edgegw_defaults__ = defaults
         decorated: dict[str, _Decorated] = {}
         for name, value in list(cls.__dict__.items()):
@@ -836,7 +847,7 @@ class BaseModel:
             if finite:
                 meta.append(FieldInfo(allow_inf_nan=False))
             compiled = _compile(hints[name], meta, f"{cls.__name__}.{name}")
-            before = tuple(getattr(cls, attr) for attr, d in decorated.items()
+            before = tuple(getattr(cls, attr) for attr, d in reversed(decorated.items())
                            if d.kind == "field" and d.mode == "before" and name in d.fields)
             after = tuple(getattr(cls, attr) for attr, d in decorated.items()
                           if d.kind == "field" and d.mode == "after" and name in d.fields)
@@ -905,7 +916,7 @@ class BaseModel:
         if extra == "forbid":
             for k in v:
                 if k not in keys:
-                    errors.append({"type": "extra_forbidden", "loc": (k,),
+                    errors.append({"type": "extra_forbidden", "loc": (_key(k),),
                                    "msg": "Extra inputs are not permitted", "input": v[k]})
         if errors:
             raise _Fail(errors)

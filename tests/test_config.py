@@ -205,3 +205,12 @@ def test_an_impossible_date_and_a_number_for_a_time_are_located() -> None:
     msg = problems("gateway: {id: g}\nlighting:\n  programs:\n    p:\n      steps:\n"
                    "        - {at: 23.00, level: 50}\n  groups: [{name: g, program: p}]\n")
     assert "23.0 is not a time: write it as text with a colon" in msg
+
+
+def test_hostile_yaml_is_refused_with_a_reason() -> None:
+    deep = "gateway: {id: gw1}\nx: " + "[" * 2000 + "]" * 2000 + "\n"
+    assert "nested too deeply" in problems(deep)
+    assert "None: unknown key" in problems(BASE + "null: x\n")
+    assert "1.5: unknown key" in problems(BASE + "1.5: x\n")
+    tb = BASE + "mqtt: {format: thingsboard, thingsboard: {device_name: '{device:>999999999}'}}\n"
+    assert "placeholders take no format (write {device})" in problems(tb)

@@ -207,6 +207,7 @@ def test_rpigpio_backend(rpi: FakeRPiGPIO) -> None:
     door = DigitalInput("door", "BOARD15", pins, pull_up=True, on_change=seen.append)
     assert ("setup", 22, rpi.IN, None, rpi.PUD_UP) in rpi.calls and not door.active
     rpi.set(22, 0)
+    rpi.set(22, 0)                                       # a bounce: the level did not change
     rpi.set(22, 1)
     assert seen == [True, False]
     with pytest.raises(GpioUnavailable, match="door is a real pin, not a simulated one"):
@@ -216,6 +217,19 @@ def test_rpigpio_backend(rpi: FakeRPiGPIO) -> None:
     assert {("cleanup", 17), ("cleanup", 18), ("cleanup", 22), ("pwm-stop", 18)} <= set(
         rpi.calls)
     assert rpi.edges == {}
+
+
+def test_rpigpio_without_edge_detection_says_to_use_lgpio(rpi: FakeRPiGPIO) -> None:
+    """RPi.GPIO 0.7 watches edges through sysfs, which kernels 6.6+ no longer have."""
+    def refuse(pin: int, edge: int, callback: Callable[[int], None]) -> None:
+        raise RuntimeError("Failed to add edge detection")
+    rpi.add_event_detect = refuse  # type: ignore[method-assign]
+    pins = make_pin_factory("rpigpio")
+    with pytest.raises(GpioUnavailable, match=r"GPIO 22: RPi.GPIO cannot watch its edges "
+                                              r"here .*use `factory: lgpio`"):
+        DigitalInput("pir-1", 22, pins, on_change=print)
+    assert ("cleanup", 22) in rpi.calls
+    DigitalInput("pir-1", 22, pins)                      # the pin was given back
 
 
 # ---------------------------------------------------------------------- lgpio, a stand-in
@@ -238,10 +252,12 @@ class FakeLgpio(types.ModuleType):
         assert chip == 0
         return 7
 
+    SET_PULL_NONE = 128
+
     def _claim(self, pin: int, how: str) -> None:
-        if pin in self.claimed:
+        if self.claimed.get(pin) == "someone else":      # another process holds the line
             raise self.error("GPIO busy")
-        self.claimed[pin] = how
+        self.claimed[pin] = how                          # this handle may claim it again
 
     def gpio_claim_output(self, h: int, pin: int, level: int) -> int:
         self._claim(pin, "out")
@@ -249,7 +265,7 @@ class FakeLgpio(types.ModuleType):
         return 0
 
     def gpio_claim_input(self, h: int, pin: int, flags: int) -> int:
-        self._claim(pin, "in")
+        self._claim(pin, "in" if flags != self.SET_PULL_NONE else "released")
         self.levels[pin] = 1 if flags == self.SET_PULL_UP else 0
         return 0
 
@@ -271,7 +287,7 @@ class FakeLgpio(types.ModuleType):
         return 0
 
     def gpio_free(self, h: int, pin: int) -> int:
-        del self.claimed[pin]
+        assert self.claimed.pop(pin) == "released", "freed while still driven"
         return 0
 
     def callback(self, h: int, pin: int, edges: int, func: Callable[[int, int, int, int], None]
@@ -306,12 +322,17 @@ def test_lgpio_backend(lg: FakeLgpio) -> None:
     relay.set_level(100, now=0)
     assert lg.levels[17] == 1 and relay.read_level() == 100.0
     pwm = PwmOutput("dim-1", 18, pins, frequency=800)
+    assert lg.pwm[18] == (800, 0)                          # running from the claim, at 0 %
     pwm.set_level(40, now=0)
     assert lg.pwm[18] == (800, 40.0)
+    with pytest.raises(GpioUnavailable, match=r"lgpio's PWM runs at 0\.1\.\.10000 Hz, not 20000"):
+        PwmOutput("fast", 19, pins, frequency=20_000)
+    PwmOutput("slow", 19, pins, frequency=50).close()     # the refusal kept no claim
     seen: list[bool] = []
     pir = DigitalInput("pir-1", 22, pins, on_change=seen.append)
     lg.set(22, 1)
     lg.callbacks[22](0, 22, 2, 124)                      # a watchdog time-out: not an edge
+    lg.set(22, 1)                                        # a bounce: no change, no report
     lg.set(22, 0)
     assert seen == [True, False] and lg.claimed[22] == "alert"
     plain = DigitalInput("door", 23, pins, pull_up=True)
@@ -322,9 +343,11 @@ def test_lgpio_backend(lg: FakeLgpio) -> None:
     with pytest.raises(GpioUnavailable, match=r"GPIO 24: claiming it as an output failed "
                                               r"\(GPIO busy\)"):
         RelayOutput("busy", 24, pins)
+    del lg.claimed[24]
+    RelayOutput("free-now", 24, pins).close()            # the failed claim was given back
     for dev in (relay, pwm, pir, plain):
         dev.close()
-    assert set(lg.claimed) == {24} and lg.callbacks == {} and lg.pwm[18] == (0, 0)
+    assert set(lg.claimed) == set() and lg.callbacks == {} and lg.pwm[18] == (0, 0)
 
 
 # --------------------------------------------------------------------------- choosing one

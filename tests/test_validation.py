@@ -13,7 +13,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pytest
 
@@ -362,3 +362,53 @@ def test_the_agent_runs_without_pydantic() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_hostile_input_is_an_error_not_a_crash() -> None:
+    """Keys YAML and msgpack allow but a path cannot print (None, 1.5, bytes) come back as
+    their repr; an integer no float holds is a number error (it was an OverflowError)."""
+    with pytest.raises(ValidationError) as info:
+        Outer.model_validate({"inner": {"a": 1}, None: 1, 1.5: 2, b"k": 3,
+                              "table": {None: 1.0}})
+    locs = [e["loc"] for e in info.value.errors()]
+    assert ("None",) in locs and ("1.5",) in locs and ("b'k'",) in locs
+    assert ("table", "None", "[key]") in locs
+    assert errors(Scalars, {"f": 10**400}) == [
+        ("finite_number", ("f",), "Input should be a finite number")]
+    from gateway.commands.args import SetOverrideArgs, parse_args
+    from gateway.commands.codes import CommandFailure
+
+    with pytest.raises(CommandFailure, match="level"):
+        parse_args(SetOverrideArgs, "set_override", {"group": "g", "level": 10**400})
+
+
+class Base(_M):
+    x: int = 1
+    LIMIT: ClassVar[int] = 5
+
+
+class Child(Base):
+    x: int          # annotated again without a default: required here
+
+
+def test_class_variables_stay_and_a_field_can_become_required() -> None:
+    assert Base.LIMIT == 5 and Child.LIMIT == 5 and Base().x == 1
+    assert errors(Child, {}) == [("missing", ("x",), "Field required")]
+
+
+class Twice(_M):
+    v: str = ""
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _first(cls, v: Any) -> Any:
+        return f"{v}-first"
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _second(cls, v: Any) -> Any:
+        return f"{v}-second"
+
+
+def test_before_validators_run_last_defined_first() -> None:
+    assert Twice(v="x").v == "x-second-first"
