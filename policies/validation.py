@@ -456,7 +456,13 @@ def _sequence(kind: type, item: Validator | None, label: str) -> Validator:
                 errors.extend(_prefix(f.errors, i))
         if errors:
             raise _Fail(errors)
-        return out if kind is list else kind(out)
+        if kind is list:
+            return out
+        try:
+            return kind(out)
+        except TypeError:              # a set of mappings: items that cannot be hashed
+            raise _error(f"{word}_type", f"Input should be a valid {word}, with items "
+                         "that can be hashed", v) from None
     return check
 
 

@@ -403,6 +403,11 @@ async def test_write_point() -> None:
     assert r["code"] == "bad_args"
     assert r["message"] == ("write_point: value: must be true or false, an integer, a number "
                             "or a string")
+    r = await ask(d, "c-4b", "write_point", {"device": "lamp-1", "point": "dim_level",
+                                             "value": "x" * 300})
+    assert r["message"] == "write_point: value: string should have at most 256 characters"
+    r = await ask(d, "c-4c", "set_override", {"group": "main-street", "level": 10**400})
+    assert r["code"] == "bad_args" and "level" in r["message"]
     r = await ask(d, "c-5", "write_point", {"device": "lamp-1", "point": "dim_level",
                                             "value": True})
     assert r["ok"] and agent.points["lamp-1", "dim_level"] is True

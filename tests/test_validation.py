@@ -412,3 +412,12 @@ class Twice(_M):
 
 def test_before_validators_run_last_defined_first() -> None:
     assert Twice(v="x").v == "x-second-first"
+
+
+class Bag(_M):
+    items: frozenset[Any] = frozenset()
+
+
+def test_a_set_of_unhashable_items_is_an_error() -> None:
+    assert errors(Bag, {"items": [{"a": 1}]})[0][:2] == ("frozenset_type", ("items",))
+    assert Bag(items=[1, 1, 2]).items == frozenset({1, 2})

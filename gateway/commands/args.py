@@ -132,7 +132,9 @@ def _describe(err: ValidationError, fields: set[str]) -> str:
             alts = ", ".join(words[:-1]) + " or " + words[-1]
             parts.append(f"{name}: must be {alts}")
             continue
-        first = errs[0]
+        # a union's branch of the input's own type says what is wrong with it (a string too
+        # long), not the others' "must be true or false"
+        first = next((e for e in errs if e["type"] not in _TYPE_WORDS), errs[0])
         if first["type"] == "missing":
             parts.append(f"{name}: required")
         elif first["type"] == "extra_forbidden":
