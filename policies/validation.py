@@ -343,45 +343,35 @@ def _v_bytes(v: Any, strict: bool) -> bytes:
     raise _error("bytes_type", "Input should be a valid bytes", v)
 
 
+def _iso(kind: type, parse: Callable[[str], Any], parsing: str, should_be: str,
+         word: str) -> Validator:
+    """An instance of `kind`, or (lax) its ISO 8601 text."""
+    def check(v: Any, strict: bool) -> Any:
+        if isinstance(v, kind):
+            return v
+        if isinstance(v, str) and not strict:
+            try:
+                return parse(v.strip())
+            except ValueError as err:
+                raise _error(parsing, f"Input should be {should_be}, {err}", v) from None
+        raise _error(f"{word}_type", f"Input should be a valid {word}", v)
+    return check
+
+
+_v_time = _iso(dt.time, dt.time.fromisoformat, "time_parsing", "in a valid time format", "time")
+_v_datetime = _iso(dt.datetime, lambda s: dt.datetime.fromisoformat(s.replace("Z", "+00:00")),
+                   "datetime_from_date_parsing", "a valid datetime", "datetime")
+_v_date_text = _iso(dt.date, dt.date.fromisoformat, "date_from_datetime_parsing",
+                    "a valid date", "date")
+
+
 def _v_date(v: Any, strict: bool) -> dt.date:
-    if isinstance(v, dt.datetime):
+    if isinstance(v, dt.datetime):       # a datetime is a date too: only a whole day is one
         if v.time() == dt.time() and v.tzinfo is None:
             return v.date()
         raise _error("date_from_datetime_inexact", "Datetimes provided to dates should have "
                      "zero time - e.g. be exact dates", v)
-    if isinstance(v, dt.date):
-        return v
-    if isinstance(v, str) and not strict:
-        try:
-            return dt.date.fromisoformat(v.strip())
-        except ValueError as err:
-            raise _error("date_from_datetime_parsing",
-                         f"Input should be a valid date, {err}", v) from None
-    raise _error("date_type", "Input should be a valid date", v)
-
-
-def _v_time(v: Any, strict: bool) -> dt.time:
-    if isinstance(v, dt.time):
-        return v
-    if isinstance(v, str) and not strict:
-        try:
-            return dt.time.fromisoformat(v.strip())
-        except ValueError as err:
-            raise _error("time_parsing",
-                         f"Input should be in a valid time format, {err}", v) from None
-    raise _error("time_type", "Input should be a valid time", v)
-
-
-def _v_datetime(v: Any, strict: bool) -> dt.datetime:
-    if isinstance(v, dt.datetime):
-        return v
-    if isinstance(v, str) and not strict:
-        try:
-            return dt.datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
-        except ValueError as err:
-            raise _error("datetime_from_date_parsing",
-                         f"Input should be a valid datetime, {err}", v) from None
-    raise _error("datetime_type", "Input should be a valid datetime", v)
+    return cast(dt.date, _v_date_text(v, strict))
 
 
 def _v_path(v: Any, strict: bool) -> Path:
