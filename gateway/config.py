@@ -22,7 +22,7 @@ from drivers.modbus.planner import DEFAULT_MAX_GAP, PlanError, plan_device
 from drivers.modbus.registers import DataType, Order, PointSpec, Table
 from gateway.commands.config import CommandsCfg
 from gateway.errors import ConfigError
-from policies.common import check_timezone, describe_error
+from policies.common import check_timezone, describe_error, format_path
 from policies.validation import (
     BaseModel,
     ConfigDict,
@@ -440,14 +440,8 @@ def load_profile(ref: str, *, base_dir: Path | None = None) -> list[dict[str, An
 
 
 # ----------------------------------------------------------------------------------- loading
-def format_loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out
+#: ``('devices', 2, 'points')`` -> ``devices[2].points`` (the simulators' spec uses it too)
+format_loc = format_path
 
 
 def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:

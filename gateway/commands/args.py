@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
 from gateway.commands.codes import CommandFailure, ErrorCode
+from policies.common import format_path
 from policies.validation import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
@@ -105,14 +106,8 @@ _TYPE_WORDS = {
 }
 
 
-def _field(loc: tuple[object, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + (part if isinstance(part, str) else repr(part))
-    return out[:200]
+def _field(loc: tuple[int | str, ...]) -> str:
+    return format_path(loc)[:200]
 
 
 def _describe(err: ValidationError, fields: set[str]) -> str:
